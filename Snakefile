@@ -1,0 +1,34 @@
+# lotto: lottery-ticket pruning experiments as one Snakemake DAG.
+#
+# Thin on purpose: validate the config, then include one rule file per stage. Every rule calls the
+# `lotto` command line, so each step also runs by hand. Nothing here imports torch: every cluster job
+# re-parses this file.
+import sys
+
+from lotto.config import ConfigError, validate as _validate_config
+
+
+configfile: "config.yaml"
+
+
+try:
+    _validated = _validate_config(config)
+except ConfigError as _exc:
+    sys.stderr.write(f"lotto: {_exc}\n")
+    sys.exit(1)
+config.clear()
+config.update(_validated)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/masks.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_figure_files(),
+        summary_tables(),

@@ -1,0 +1,137 @@
+"""Configuration: load YAML/JSON, fill schema defaults, validate with errors that name the key.
+
+No torch here: the Snakefile validates the config with this module at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return
+    for name, sub in schema.get("properties", {}).items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if name in instance:
+            _fill_defaults(instance[name], sub)
+
+
+def _describe(error) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = _key(path)
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        keys = ", ".join(f"'{_key(path + [e])}'" for e in extra)
+        return f"unknown config key {keys} (allowed in {where}: {allowed})"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"missing config key '{_key(path + [missing])}'"
+    if error.validator == "enum":
+        choices = ", ".join(repr(c) for c in error.validator_value)
+        return f"config key '{_key(path)}': {error.instance!r} is not one of {choices}"
+    return f"config key '{_key(path)}': {error.message}"
+
+
+def validate(config: dict, partial: bool = False) -> dict:
+    """Return a validated copy of ``config`` with defaults filled; raise ConfigError naming each bad key.
+
+    ``partial``: the top-level sections may be missing (rules hand each CLI call only the sections it
+    uses, so that editing an unrelated key does not rerun it).
+    """
+    import jsonschema
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}")
+    cfg = copy.deepcopy(config)
+    schema = load_schema()
+    if partial:
+        schema["required"] = []
+    _fill_defaults(cfg, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: dict) -> None:
+    problems = []
+    comp = cfg.get("composability", {"sparsities": [], "ks": [2], "baseline_sibling": 1})
+    for i, s in enumerate(comp["sparsities"]):
+        if round(s, 4) != s:
+            problems.append(
+                f"config key 'composability.sparsities[{i}]': {s} has more than 4 decimals "
+                "(sparsities name result paths with 4 decimals)"
+            )
+    if "ks" in comp and 2 not in comp["ks"]:
+        problems.append("config key 'composability.ks': must include 2 (figures 1a and 2a/2b compare pairs)")
+    if comp["baseline_sibling"] > max(comp["ks"]):
+        problems.append(
+            f"config key 'composability.baseline_sibling': {comp['baseline_sibling']} exceeds the number "
+            f"of siblings trained (max of composability.ks = {max(comp['ks'])})"
+        )
+    data = cfg.get("data", {"source": "embedded", "dataset": "mnist_embedded", "path": None})
+    if data["source"] == "local" and not data.get("path"):
+        problems.append("config key 'data.path': required when data.source is 'local'")
+    if data["source"] == "embedded" and data["dataset"] != "mnist_embedded":
+        problems.append(
+            f"config key 'data.source': 'embedded' only serves dataset 'mnist_embedded', not {data['dataset']!r}"
+        )
+    if data["dataset"] == "mnist_embedded" and data["source"] != "embedded":
+        problems.append("config key 'data.source': dataset 'mnist_embedded' needs source 'embedded'")
+    ms = cfg.get("training", {}).get("milestones", [])
+    if ms != sorted(ms):
+        problems.append("config key 'training.milestones': must be increasing")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def load(path_or_json: str | Path, partial: bool = False) -> dict:
+    """Load a config from a YAML/JSON file, or from an inline JSON object string, and validate it."""
+    text = str(path_or_json)
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"inline config is not valid JSON: {exc}") from None
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return validate(raw or {}, partial=partial)
+
+
+def section_json(cfg: dict, *sections: str) -> str:
+    """A canonical JSON string of the named sections (used as rule params: a change reruns the rule)."""
+    return json.dumps({k: cfg[k] for k in sections}, sort_keys=True, separators=(",", ":"))

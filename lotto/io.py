@@ -1,0 +1,73 @@
+"""Atomic writes and self-describing artifacts (safetensors checkpoints, JSON)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class ArtifactError(ValueError):
+    """An artifact file is missing, unreadable or not what it should be; the message names the file."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
+
+    A killed or failing job never leaves a half-written artifact under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+
+
+def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
+    """Save a model state dict as safetensors with ``meta`` (step, seeds, config...) in its header."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_write(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"lotto": json.dumps(meta, sort_keys=True)})
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict, dict]:
+    """Load (state_dict, meta) without executing any pickled code."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            meta = json.loads((fh.metadata() or {}).get("lotto", "{}"))
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable lotto checkpoint ({exc})") from None
+    return state, meta

@@ -1,0 +1,282 @@
+"""Seaborn-styled figures from the tidy tables of :mod:`lotto.analysis` (no torch, no pyplot state).
+
+:func:`draw` renders one figure and writes ``<out_prefix>.png``, ``<out_prefix>.pdf`` and ``<out_prefix>.csv``
+(the table itself), each atomically. Figures are drawn on an explicit Agg canvas (never through pyplot's
+figure manager, so nothing leaks between figures); importing this module selects the Agg backend unless pyplot
+was already imported by the caller.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:  # seaborn imports pyplot: make sure it never picks a GUI backend
+    matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from lotto.analysis import _FIG2, ACCURACY_COLUMNS, FIGURES, OVERLAP_COLUMNS  # noqa: E402
+from lotto.io import atomic_write  # noqa: E402
+
+X_LABEL_TARGET = "target sparsity (fraction of weights pruned)"
+X_LABEL_SPARSITY = "sparsity of the mask (fraction of weights pruned)"
+Y_LABEL_OVERLAP = "overlap (fraction of pruned weights\npruned by all k sibling masks)"
+Y_LABEL_ACCURACY = "test accuracy (fraction correct)"
+
+LABEL_ONESHOT = "one-shot (rewind)"
+LABEL_RANDOM = "random ticket"
+LABEL_DENSE = "dense"
+
+# line style per ticket kind: (linestyle, marker)
+_STYLE = {
+    "composed": ("-", "o"),
+    "oneshot": ("-.", "^"),
+    "random": ("--", "X"),
+    "dense": (":", None),
+}
+_BASELINE_COLOR = {"oneshot": "0.15", "random": "0.55"}
+_DENSE_COLOR = "0.0"
+
+DPI = 150
+FIGSIZE = (8.0, 4.8)
+
+
+# --------------------------------------------------------------------------- helpers
+def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFrame:
+    """Mean and sd (ddof=1) of x and y over replicates, per group; sorted by the mean x."""
+    g = df.groupby(keys, dropna=False, sort=True)
+    out = g.agg(x=(x, "mean"), x_sd=(x, "std"), y=(y, "mean"), y_sd=(y, "std"), n=("replicate", "nunique"))
+    return out.reset_index().sort_values("x", kind="stable")
+
+
+def _errorbar(ax, agg: pd.DataFrame, *, color, linestyle, marker, label=None, xerr: bool = False, **kw):
+    many = bool((agg["n"] > 1).any())
+    yerr = agg["y_sd"].fillna(0.0).to_numpy() if many else None
+    xe = agg["x_sd"].fillna(0.0).to_numpy() if (many and xerr) else None
+    ax.errorbar(agg["x"].to_numpy(), agg["y"].to_numpy(), yerr=yerr, xerr=xe, color=color, linestyle=linestyle,
+                marker=marker, markersize=5, linewidth=1.6, elinewidth=0.9, capsize=2.5, label=label, **kw)
+
+
+def _choose_xscale(ax, xs: np.ndarray, xscale: str) -> None:
+    """Linear axis, or a logit axis when the data reach very high sparsity (0.9, 0.99... spread out)."""
+    xs = np.asarray(xs, dtype=float)
+    xs = xs[np.isfinite(xs)]
+    if xscale == "auto":
+        use_logit = len(xs) and xs.min() > 0.0 and xs.max() < 1.0 and xs.max() > 0.95
+        xscale = "logit" if use_logit else "linear"
+    if xscale == "logit":
+        ax.set_xscale("logit")
+        lo, hi = xs.min(), xs.max()
+        ax.set_xlim(lo / (1.0 + 0.25), 1.0 - (1.0 - hi) / (1.0 + 0.25))
+    elif xscale == "linear":
+        if len(xs):
+            pad = 0.03 * max(xs.max() - xs.min(), 0.05)
+            ax.set_xlim(max(0.0, xs.min() - pad), min(1.0, xs.max() + pad))
+    else:
+        raise ValueError(f"xscale must be 'auto', 'linear' or 'logit', got {xscale!r}")
+
+
+def _chance_grid(lo: float, hi: float, logit: bool) -> np.ndarray:
+    if logit:
+        return 1.0 / (1.0 + np.exp(-np.linspace(np.log(lo / (1 - lo)), np.log(hi / (1 - hi)), 400)))
+    return np.linspace(lo, hi, 400)
+
+
+def _prepare(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; known: {list(FIGURES)}")
+    cols = OVERLAP_COLUMNS if name in ("fig1a", "fig1b") else ACCURACY_COLUMNS
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name}: table lacks columns {missing} (expected {cols})")
+    if table.empty:
+        raise ValueError(f"{name}: table is empty, nothing to plot")
+    t = table.copy()
+    # a table read back from its CSV has k as float (NaN for baselines); normalise
+    t["k"] = pd.array([None if pd.isna(v) else int(v) for v in t["k"]], dtype="Int64")
+    return t
+
+
+def _k_label(k: int) -> str:
+    return f"k={int(k)}"
+
+
+def _t_label(t: int) -> str:
+    return f"t={int(t)}"
+
+
+# --------------------------------------------------------------------------- figures
+def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
+    ax = fig.add_subplot()
+    if name == "fig1a":
+        group, palette_keys = "pretrain_steps", sorted(t["pretrain_steps"].unique())
+        labeler = _t_label
+        ks = sorted(t["k"].dropna().unique())
+        title = f"Overlap of pruned weights, {', '.join(_k_label(k) for k in ks)} siblings"
+        legend_title = "pretraining steps"
+    else:
+        group, palette_keys = "k", sorted(t["k"].unique())
+        labeler = _k_label
+        ts = sorted(t["pretrain_steps"].unique())
+        title = f"Overlap of pruned weights of k sibling masks, {', '.join(_t_label(v) for v in ts)}"
+        legend_title = "siblings composed"
+    colors = dict(zip(palette_keys, sns.color_palette("colorblind", len(palette_keys))))
+    _choose_xscale(ax, t["target_sparsity"].to_numpy(), xscale)
+    logit = ax.get_xscale() == "logit"
+
+    handles = []
+    for key in palette_keys:
+        agg = _aggregate(t[t[group] == key], ["target_sparsity"], "target_sparsity", "overlap")
+        _errorbar(ax, agg, color=colors[key], linestyle="-", marker="o", label=labeler(key))
+        handles.append(Line2D([], [], color=colors[key], linestyle="-", marker="o", label=labeler(key)))
+
+    lo, hi = float(t["target_sparsity"].min()), float(t["target_sparsity"].max())
+    grid = _chance_grid(lo, hi, logit) if hi > lo else np.array([lo])
+    for k in sorted(t["k"].unique()):
+        color = "0.45" if name == "fig1a" else colors[k]
+        power = int(k) - 1
+        ax.plot(grid, grid ** power, color=color, linestyle="--", linewidth=1.3, zorder=1)
+        expr = "s" if power == 1 else f"s^{{{power}}}"
+        label = f"chance ${expr}$" + ("" if name == "fig1a" else f" ({_k_label(k)})")
+        handles.append(Line2D([], [], color=color, linestyle="--", label=label))
+
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel(X_LABEL_TARGET)
+    ax.set_ylabel(Y_LABEL_OVERLAP)
+    ax.set_title(f"{title}\n({_replicate_note(t)})")
+    fig.legend(handles=handles, title=legend_title, loc="outside right upper", frameon=False)
+
+
+def _replicate_note(t: pd.DataFrame) -> str:
+    n = t["replicate"].nunique()
+    return f"mean ± sd over {n} replicates" if n > 1 else "1 replicate"
+
+
+def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
+    op, view = _FIG2[name]
+    ax = fig.add_subplot()
+    comp = t[t["ticket"] == op]
+    base = t[t["ticket"].isin(("oneshot", "random"))]
+    dense = t[t["ticket"] == "dense"]
+    sparse = t[t["ticket"] != "dense"]
+    _choose_xscale(ax, sparse["sparsity"].to_numpy(), xscale)
+    ts = sorted(t["pretrain_steps"].unique())
+    ks = sorted(comp["k"].dropna().unique())
+    op_text = "Union" if op == "union" else "Intersection"
+    ls_c, mk_c = _STYLE["composed"]
+
+    handles: list[Line2D] = []
+    if view == "by_t":
+        colors = dict(zip(ts, sns.color_palette("colorblind", len(ts))))
+        k_text = ", ".join(_k_label(k) for k in ks)
+        title = f"{op_text} of {k_text} sibling masks: test accuracy after retraining"
+        for tv in ts:
+            sub = comp[comp["pretrain_steps"] == tv]
+            if len(sub):
+                agg = _aggregate(sub, ["target_sparsity"], "sparsity", "test_accuracy")
+                _errorbar(ax, agg, color=colors[tv], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
+            for ticket in ("oneshot", "random"):
+                bsub = base[(base["ticket"] == ticket) & (base["pretrain_steps"] == tv)]
+                if len(bsub):
+                    ls, mk = _STYLE[ticket]
+                    agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
+                    _errorbar(ax, agg, color=colors[tv], linestyle=ls, marker=mk, alpha=0.8, zorder=2)
+            _draw_dense(ax, dense[dense["pretrain_steps"] == tv], colors[tv])
+        for tv in ts:
+            handles.append(Line2D([], [], color=colors[tv], linewidth=3, label=_t_label(tv)))
+        key_color = "0.3"
+        handles.append(Line2D([], [], color=key_color, linestyle=ls_c, marker=mk_c,
+                              label=f"{op} of {k_text} masks"))
+        for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
+            if (base["ticket"] == ticket).any():
+                ls, mk = _STYLE[ticket]
+                handles.append(Line2D([], [], color=key_color, linestyle=ls, marker=mk, label=label))
+        if len(dense):
+            handles.append(Line2D([], [], color=key_color, linestyle=_STYLE["dense"][0], linewidth=1.6,
+                                  label=LABEL_DENSE))
+        legend_title = "pretraining steps"
+    else:
+        colors = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
+        t_text = ", ".join(_t_label(v) for v in ts)
+        title = f"{op_text} of k sibling masks at {t_text}: test accuracy after retraining"
+        for k in ks:
+            agg = _aggregate(comp[comp["k"] == k], ["target_sparsity"], "sparsity", "test_accuracy")
+            _errorbar(ax, agg, color=colors[k], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
+            handles.append(Line2D([], [], color=colors[k], linestyle=ls_c, marker=mk_c,
+                                  label=f"{_k_label(k)} ({op})"))
+        for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
+            bsub = base[base["ticket"] == ticket]
+            if len(bsub):
+                ls, mk = _STYLE[ticket]
+                agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
+                _errorbar(ax, agg, color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, zorder=2)
+                handles.append(Line2D([], [], color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, label=label))
+        if len(dense):
+            _draw_dense(ax, dense, _DENSE_COLOR)
+            handles.append(Line2D([], [], color=_DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.6,
+                                  label=LABEL_DENSE))
+        legend_title = None
+
+    ax.set_xlabel(X_LABEL_SPARSITY)
+    ax.set_ylabel(Y_LABEL_ACCURACY)
+    ax.set_title(f"{title}\n({_replicate_note(t)})")
+    fig.legend(handles=handles, title=legend_title, loc="outside right upper", frameon=False)
+
+
+def _draw_dense(ax, dense: pd.DataFrame, color) -> None:
+    if dense.empty:
+        return
+    acc = dense["test_accuracy"].to_numpy(dtype=float)
+    mean = float(acc.mean())
+    if dense["replicate"].nunique() > 1:
+        sd = float(dense.groupby("replicate")["test_accuracy"].mean().std())
+        if np.isfinite(sd) and sd > 0:
+            ax.axhspan(mean - sd, mean + sd, color=color, alpha=0.08, linewidth=0, zorder=0)
+    ax.axhline(mean, color=color, linestyle=_STYLE["dense"][0], linewidth=1.6, zorder=1)
+
+
+# --------------------------------------------------------------------------- entry point
+def render(name: str, table: pd.DataFrame, xscale: str = "auto") -> Figure:
+    """Build the matplotlib Figure for ``name`` from its table (no files written)."""
+    t = _prepare(name, table)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    if name in ("fig1a", "fig1b"):
+        _draw_overlap(name, t, fig, xscale)
+    else:
+        _draw_accuracy(name, t, fig, xscale)
+    return fig
+
+
+def _style():
+    rc = {"pdf.fonttype": 42, "ps.fonttype": 42, "axes.titlesize": "medium", "savefig.dpi": DPI}
+    return sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85), matplotlib.rc_context(rc)
+
+
+def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "auto") -> dict[str, Path]:
+    """Render figure ``name`` from ``table`` and write ``<out_prefix>.png/.pdf/.csv`` atomically.
+
+    Replicates are drawn as mean ± sd (error bars only when there is more than one replicate).
+    ``xscale``: "auto" (logit when the sparsities exceed 0.95, else linear), "linear" or "logit".
+    Returns the three paths.
+    """
+    prefix = str(out_prefix)
+    paths = {ext: Path(f"{prefix}.{ext}") for ext in ("png", "pdf", "csv")}
+    axes_style, context, rc = _style()
+    with rc, axes_style, context:
+        fig = render(name, table, xscale=xscale)
+        with atomic_write(paths["png"], suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+        with atomic_write(paths["pdf"], suffix=".pdf") as tmp:
+            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
+    with atomic_write(paths["csv"], suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return paths
