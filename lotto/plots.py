@@ -22,6 +22,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from lotto.analysis import _FIG2, ACCURACY_COLUMNS, FIGURES, OVERLAP_COLUMNS  # noqa: E402
 from lotto.io import atomic_write  # noqa: E402
@@ -46,6 +47,8 @@ _BASELINE_COLOR = {"oneshot": "0.15", "random": "0.55"}
 _DENSE_COLOR = "0.0"
 
 DPI = 150
+_LOGIT_TICKS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999,
+                0.9995, 0.9999)
 FIGSIZE = (8.0, 4.8)
 
 
@@ -75,7 +78,13 @@ def _choose_xscale(ax, xs: np.ndarray, xscale: str) -> None:
     if xscale == "logit":
         ax.set_xscale("logit")
         lo, hi = xs.min(), xs.max()
-        ax.set_xlim(lo / (1.0 + 0.25), 1.0 - (1.0 - hi) / (1.0 + 0.25))
+        left, right = lo / (1.0 + 0.25), 1.0 - (1.0 - hi) / (1.0 + 0.25)
+        ax.set_xlim(left, right)
+        # plain decimal ticks (the default logit labels read "1-10^-1", "1/2")
+        ticks = [v for v in _LOGIT_TICKS if left <= v <= right]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
     elif xscale == "linear":
         if len(xs):
             pad = 0.03 * max(xs.max() - xs.min(), 0.05)

@@ -37,7 +37,7 @@ def write_idx(path: Path, arr: np.ndarray) -> None:
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     raw = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
     if path.suffix == ".gz":
-        with gzip.open(path, "wb") as fh:
+        with gzip.open(path, "wb", compresslevel=1) as fh:
             fh.write(raw)
     else:
         path.write_bytes(raw)
@@ -337,7 +337,7 @@ def test_error_idx_files(arrays, tmp_path):
     write_idx(d / "t10k-labels-idx1-ubyte.gz", arrays["y_test"][:-1])
     msg = stage_error(tmp_path, d)  # idx files read fine but lengths disagree
     assert "1000 images" in msg and "999 labels" in msg
-    raw = gzip.decompress((d / "t10k-images-idx3-ubyte.gz").read_bytes())
+    raw = gzip.decompress((d / "t10k-images-idx3-ubyte.gz").read_bytes())  # real idx bytes, cut short
     (d / "t10k-images-idx3-ubyte.gz").unlink()
     (d / "t10k-images-idx3-ubyte").write_bytes(raw[:-100])
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.*truncated"):
@@ -387,7 +387,9 @@ def test_device_data_attributes(dd, arrays):
 
 
 def test_train_batch_shapes_and_purity(dd, staged):
+    threads = torch.get_num_threads()
     x, y = dd.train_batch(5, 128, data_seed=11, aug_seed=22)
+    assert torch.get_num_threads() == threads  # the single-threaded batch ops restore the thread count
     assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32 and x.is_contiguous()
     assert y.shape == (128,) and y.dtype == torch.int64
     # pure function of (step, seeds): independent of call order, cache state and the object
@@ -445,7 +447,7 @@ def test_test_and_train_eval_batches(dd, arrays):
 
 
 # --------------------------------------------------------------------------- augmentation
-def marker_data(n=2000) -> DeviceData:
+def marker_data(n=1000) -> DeviceData:
     """n copies of one 3x32x32 image: flat 100 with a single 255 pixel at row 10, col 5."""
     img = np.full((32, 32, 3), 100, np.uint8)
     img[10, 5] = 255
@@ -463,7 +465,7 @@ def test_crop_flip_distribution_is_uniform():
     d = marker_data()
     counts = np.zeros((9, 9, 2), np.int64)
     for step in range(9):
-        x, _ = d.train_batch(step, 2000, data_seed=0, aug_seed=7)
+        x, _ = d.train_batch(step, 1000, data_seed=0, aug_seed=7)
         u = unnormalize(d, x)[:, 0]  # (B, 32, 32)
         flat = u.reshape(len(u), -1)
         assert torch.all((flat == 255).sum(1) == 1)  # marker always inside the crop, exactly once
@@ -475,8 +477,9 @@ def test_crop_flip_distribution_is_uniform():
         assert dy.min() >= 0 and dy.max() <= 8 and dx.min() >= 0 and dx.max() <= 8
         np.add.at(counts, (dy, dx, flip.astype(int)), 1)
         # zero padding shows up exactly where the crop leaves the image
-        assert torch.all((u == 0).sum((1, 2)) == torch.from_numpy(32 * 32 - (32 - np.abs(dy - 4)) * (32 - np.abs(dx - 4))))
-    assert counts.sum() == 18000 and counts.min() > 0
+        inside = (32 - np.abs(dy - 4)) * (32 - np.abs(dx - 4))
+        assert np.array_equal((u == 0).sum((1, 2)).numpy(), 32 * 32 - inside)
+    assert counts.sum() == 9000 and counts.min() > 0
     assert chisquare(counts.ravel()).pvalue > 1e-3
     assert chisquare(counts.sum((0, 2))).pvalue > 1e-3 and chisquare(counts.sum((0, 1))).pvalue > 1e-3
 

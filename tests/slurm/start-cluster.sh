@@ -6,10 +6,12 @@
 # Usage:  tests/slurm/start-cluster.sh [STATE_DIR]
 #   STATE_DIR  config, state, logs, munge key/socket, MariaDB data and PID files
 #              (default: $LOTTO_TEST_SLURM_DIR or /tmp/lotto-slurm). Keep the path
-#              short: munge's unix socket lives there (limit ~100 chars).
+#              short: munge's unix socket lives there (refused above 80 chars).
 #
-# What it runs (all as root, all bound to 127.0.0.1, all with PID files in
-# STATE_DIR/run so stop-cluster.sh can stop exactly these processes):
+# What it runs (all as root, talking over loopback, with PID files in
+# STATE_DIR/run so stop-cluster.sh can stop exactly these processes; MariaDB
+# binds 127.0.0.1, the Slurm daemons listen on all interfaces -- Slurm 22.05
+# has no bind option -- but need this cluster's private munge key):
 #   munged -> mariadbd -> slurmdbd (so `sacct` works, which the Snakemake slurm
 #   executor uses for status polling) -> slurmctld -> slurmd (node "localhost",
 #   CPUs/sockets/cores as `slurmd -C` reports, fake GPUs declared as GRES).
