@@ -8,7 +8,12 @@ import sys
 from lotto.config import ConfigError, validate as _validate_config
 
 
-configfile: "config.yaml"
+# config.yaml is the default, not a base: a `--configfile` replaces it outright (Snakemake would
+# otherwise deep-merge the two, leaking paper-scale keys into a user's config). Unset keys take the
+# schema's defaults instead.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 try:
@@ -32,3 +37,6 @@ rule all:
     input:
         all_figure_files(),
         summary_tables(),
+        # every checkpoint and mask is a target too, so that deleting any one of them rebuilds it
+        # (and, through its newer timestamp, only the steps downstream of it)
+        all_artifacts(),

@@ -116,3 +116,22 @@ def all_records():
 
 def summary_tables():
     return [f"{ROOT}/tables/{name}.csv" for name in ("overlap", "accuracy")]
+
+
+def all_artifacts():
+    """Every checkpoint and mask of the experiment tree (records and metrics come via the figures)."""
+    out = [DATA]
+    for r in REPS:
+        out.append(f"{ROOT}/rep{r}/init.safetensors")
+        for p in PRES:
+            out.append(rewind_path(r, p))
+            for i in SIBLINGS:
+                out.append(f"{ROOT}/rep{r}/pre{p}/sibling{i}/trained.safetensors")
+                out += [sibling_mask(r, p, i, s) for s in SPARSITIES]
+            tickets = [f"k{k}/{op}" for k in KS for op in ("union", "intersection")] + ["oneshot", "random"]
+            for t in tickets:
+                for s in SPARSITIES:
+                    out.append(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/retrained.safetensors")
+                    if t != "oneshot":
+                        out.append(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/mask.mask")
+    return out
