@@ -35,8 +35,4 @@ include: "workflow/rules/figures.smk"
 rule all:
     default_target: True
     input:
-        all_figure_files(),
-        summary_tables(),
-        # every checkpoint and mask is a target too, so that deleting any one of them rebuilds it
-        # (and, through its newer timestamp, only the steps downstream of it)
-        all_artifacts(),
+        TARGETS,

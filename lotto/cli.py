@@ -6,6 +6,7 @@ Heavy imports (torch, seaborn) happen inside the subcommands, so ``lotto --help`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -282,6 +283,7 @@ def cmd_tables(args) -> None:
 
 
 # --- parser -------------------------------------------------------------------------------------
+FAMILY_CLIS: tuple[str, ...] = ()
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lotto",
@@ -379,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("tables", cmd_tables, "Summary tables (mean/std over replicates) of every record given.")
     sp.add_argument("--out-dir", required=True)
     sp.add_argument("inputs", nargs="+")
+
+    # Other experiment families keep their subcommands in their own module, each with
+    # `register(add, common)`; imported here (not lazily) so `lotto --help` lists them all.
+    for name in FAMILY_CLIS:
+        importlib.import_module(name).register(add, common)
     return p
 
 

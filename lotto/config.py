@@ -77,12 +77,23 @@ def validate(config: dict, partial: bool = False) -> dict:
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
-    _check_semantics(cfg)
+    _check_semantics(cfg, partial)
     return cfg
 
 
-def _check_semantics(cfg: dict) -> None:
+def families(schema: dict | None = None) -> list[str]:
+    """The experiment-family sections the schema knows (every top-level section marked `x-family`)."""
+    schema = schema or load_schema()
+    return [k for k, v in schema["properties"].items() if isinstance(v, dict) and v.get("x-family")]
+
+
+def _check_semantics(cfg: dict, partial: bool = False) -> None:
     problems = []
+    known = families()
+    if not partial and not any(f in cfg for f in known):
+        problems.append(
+            "the config names no experiment: add at least one of the sections " + ", ".join(f"'{f}'" for f in known)
+        )
     comp = cfg.get("composability", {"sparsities": [], "ks": [2], "baseline_sibling": 1})
     for i, s in enumerate(comp["sparsities"]):
         if round(s, 4) != s:

@@ -7,14 +7,18 @@ from lotto.paths import sparsity_tag
 
 ROOT = f"{config['results_dir']}/{config['experiment']}"
 RESUME = f"{config['results_dir']}/.resume"
-COMP = config["composability"]
 RES = config["resources"]
-REPS = COMP["replicates"]
-PRES = COMP["pretrain_steps"]
-KS = sorted(COMP["ks"])
-SIBLINGS = list(range(1, max(KS) + 1))
-SPARSITIES = [sparsity_tag(s) for s in COMP["sparsities"]]
-BASELINE_SIBLING = COMP["baseline_sibling"]
+# Each experiment family's rule file appends the files a full run of it produces (rule all's input).
+TARGETS = []
+
+# Composability family (Movva, Frankle & Carbin 2021); empty grids when the config has no such section.
+COMP = config.get("composability")
+REPS = COMP["replicates"] if COMP else []
+PRES = COMP["pretrain_steps"] if COMP else []
+KS = sorted(COMP["ks"]) if COMP else []
+SIBLINGS = list(range(1, max(KS) + 1)) if COMP else []
+SPARSITIES = [sparsity_tag(s) for s in COMP["sparsities"]] if COMP else []
+BASELINE_SIBLING = COMP["baseline_sibling"] if COMP else 1
 DATA = f"{ROOT}/data/{config['data']['dataset']}.npz"
 PRE_DIR = ROOT + "/rep{rep}/pre{pre}"
 

@@ -1,7 +1,7 @@
 # Figures: each a target by rule name (`snakemake fig1a`) and by file; the CSV beside it is what it plots.
 # They run on the submitting host: light, and the only steps that import seaborn.
 
-for _fig in FIGURES:
+for _fig in FIGURES if COMP else []:
 
     rule:
         name:
@@ -20,20 +20,25 @@ for _fig in FIGURES:
             "lotto figure {params.name} --out-prefix {params.prefix} {input} > {log} 2>&1"
 
 
-rule figures:
-    input:
-        all_figure_files(),
+if COMP:
 
+    rule figures:
+        input:
+            all_figure_files(),
 
-rule tables:
-    input:
-        all_records(),
-    output:
-        summary_tables(),
-    log:
-        f"{ROOT}/logs/tables.log",
-    params:
-        out_dir=f"{ROOT}/tables",
-    localrule: True
-    shell:
-        "lotto tables --out-dir {params.out_dir} {input} > {log} 2>&1"
+    rule tables:
+        input:
+            all_records(),
+        output:
+            summary_tables(),
+        log:
+            f"{ROOT}/logs/tables.log",
+        params:
+            out_dir=f"{ROOT}/tables",
+        localrule: True
+        shell:
+            "lotto tables --out-dir {params.out_dir} {input} > {log} 2>&1"
+
+    # every checkpoint and mask is a target too, so that deleting any one of them rebuilds it (and,
+    # through its newer timestamp, only the steps downstream of it)
+    TARGETS += all_figure_files() + summary_tables() + all_artifacts()
