@@ -123,7 +123,11 @@ def cmd_train(args) -> None:
 
     cfg = configmod.load(args.config, partial=True)
     tcfg = cfg["training"]
-    device = train.pick_device(tcfg["device"])
+    device = train.pick_device(tcfg["device"], exclusive=True, log=_log)
+    try:  # an impossible precision (fp16 on the CPU) fails here, before the data is loaded
+        train.autocast_dtype(tcfg["precision"], device)
+    except ValueError as exc:
+        raise SystemExit(f"lotto: {exc}") from None
     state, meta = io.load_checkpoint(args.source)
     data = _load_data(args.data, tcfg, device)
     schedule = train.Schedule.from_config(tcfg, data.num_train)
@@ -142,11 +146,12 @@ def cmd_train(args) -> None:
     data_seed, aug_seed = noise_seeds(args.replicate, args.noise)
     model = _model_from_checkpoint(state, meta, cfg["model"])
     labels = _labels(args.labels)
+    # inputs by content, not path: a rerun after an upstream change must not pick up a stale state
     fp = train.fingerprint(
-        source=str(Path(args.source).resolve()), source_step=start, end=end, config=cfg,
-        mask=str(args.mask), noise=args.noise, replicate=args.replicate,
-        data=str(Path(args.data).resolve()),
-    )
+        source=train.file_digest(args.source), source_step=start, end=end, config=cfg,
+        mask=train.file_digest(args.mask) if args.mask else None, noise=args.noise, replicate=args.replicate,
+        data=train.file_digest(args.data),
+    ) if args.resume_state else ""
     _log(
         f"training {meta['model']['name']} on {device} from step {start} to {end} "
         f"(schedule {schedule.total_steps} steps, {schedule.steps_per_epoch}/epoch), noise {args.noise}, "
@@ -155,7 +160,8 @@ def cmd_train(args) -> None:
     stats = train.train(
         model, data, schedule, start, end, data_seed, aug_seed, mask=mask, device=device, log=_log,
         log_every=tcfg["log_every"], resume_path=args.resume_state, checkpoint_every=tcfg["checkpoint_every"],
-        run_fingerprint=fp, channels_last=tcfg["channels_last"],
+        run_fingerprint=fp, channels_last=tcfg["channels_last"], compile=tcfg["compile"],
+        precision=tcfg["precision"],
     )
     out_meta = {
         "kind": args.kind,

@@ -108,6 +108,10 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
             f"config key 'composability.baseline_sibling': {comp['baseline_sibling']} exceeds the number "
             f"of siblings trained (max of composability.ks = {max(comp['ks'])})"
         )
+    if "imp" in cfg:
+        problems += _imp_problems(cfg["imp"])
+    if "zoo" in cfg:
+        problems += _zoo_problems(cfg["zoo"], cfg.get("data"))
     data = cfg.get("data", {"source": "embedded", "dataset": "mnist_embedded", "path": None})
     if data["source"] == "local" and not data.get("path"):
         problems.append("config key 'data.path': required when data.source is 'local'")
@@ -122,6 +126,66 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
         problems.append("config key 'training.milestones': must be increasing")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _imp_problems(imp: dict) -> list[str]:
+    problems = []
+    betas = imp["beta_grid"]
+    if betas != sorted(betas) or betas[0] != 0 or betas[-1] != 1:
+        problems.append("config key 'imp.beta_grid': must be increasing, from 0 to 1 (both endpoints included)")
+    pres = set(imp["pretrain_steps"])
+    subsets = [("imp.pairwise_pretrain_steps", imp["pairwise_pretrain_steps"]),
+               ("imp.slice.pretrain_steps", imp["slice"]["pretrain_steps"]),
+               ("imp.adaptive.pretrain_steps", imp["adaptive"]["pretrain_steps"])]
+    for key, value in subsets:
+        extra = sorted(set(value or []) - pres)
+        if extra:
+            problems.append(f"config key '{key}': {extra} not in imp.pretrain_steps {sorted(pres)}")
+    for i, level in enumerate(imp["slice"]["levels"]):
+        if level + 1 >= imp["levels"]:
+            problems.append(
+                f"config key 'imp.slice.levels[{i}]': level {level} needs level {level + 1}, "
+                f"but imp.levels = {imp['levels']} trains levels 0..{imp['levels'] - 1}"
+            )
+    return problems
+
+
+# classes per dataset (lotto.data.NUM_CLASSES imports torch): zoo tasks share one output layer
+_ZOO_CLASSES = {"emnist": 47, "cifar100": 100}
+
+
+def _zoo_problems(zoo: dict, data: dict | None) -> list[str]:
+    problems = []
+    main = zoo.get("main_task") or (data or {}).get("dataset")
+    names = [main] + [t["name"] for t in zoo["tasks"]]
+    for i, task in enumerate(zoo["tasks"]):
+        key = f"zoo.tasks[{i}]"
+        if names.count(task["name"]) > 1:
+            problems.append(f"config key '{key}.name': task name {task['name']!r} is used twice "
+                            f"(the main task is called {main!r}: see zoo.main_task)")
+        source = task.get("source", "torchvision")  # defaults are not filled inside lists
+        if source == "local" and not task.get("path"):
+            problems.append(f"config key '{key}.path': required when its source is 'local'")
+        if (source == "embedded") != (task["dataset"] == "mnist_embedded"):
+            problems.append(f"config key '{key}.source': source 'embedded' serves exactly dataset 'mnist_embedded'")
+        if data and _ZOO_CLASSES.get(task["dataset"], 10) != _ZOO_CLASSES.get(data["dataset"], 10):
+            problems.append(
+                f"config key '{key}.dataset': {task['dataset']!r} has {_ZOO_CLASSES.get(task['dataset'], 10)} "
+                f"classes but the main task data.dataset {data['dataset']!r} has "
+                f"{_ZOO_CLASSES.get(data['dataset'], 10)} (tickets move between tasks with one output layer)"
+            )
+    transfer = zoo["transfer"]
+    uses_rewind_t = "rewind_t" in zoo["handlings"] or transfer["handling"] == "rewind_t"
+    if uses_rewind_t and zoo["rewind_step"] == 0:
+        problems.append("config key 'zoo.rewind_step': must be > 0 when the handling 'rewind_t' is used "
+                        "(rewinding to step 0 is rewind_init)")
+    m = transfer["consensus_min"]
+    if m is not None and m > len(names):
+        problems.append(f"config key 'zoo.transfer.consensus_min': {m} exceeds the number of tasks ({len(names)})")
+    eh = zoo["ensemble_handling"]
+    if eh is not None and eh not in zoo["handlings"]:
+        problems.append(f"config key 'zoo.ensemble_handling': {eh!r} is not one of zoo.handlings")
+    return problems
 
 
 def load(path_or_json: str | Path, partial: bool = False) -> dict:

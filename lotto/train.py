@@ -62,11 +62,25 @@ class Schedule:
         return lr
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA when present (``auto``); honours CUDA_VISIBLE_DEVICES as set by Slurm or by ``lotto.devices``."""
+def pick_device(requested: str = "auto", exclusive: bool = False, log: Callable[[str], None] | None = None
+                ) -> torch.device:
+    """CUDA when present (``auto``), else the CPU.
+
+    ``exclusive`` (training jobs): on a machine with several GPUs and no CUDA_VISIBLE_DEVICES, claim a
+    device of our own for the life of the process (``lotto.devices``), so that concurrent jobs started by
+    ``snakemake --resources gpu=G`` spread over the GPUs. With CUDA_VISIBLE_DEVICES set (Slurm sets it for
+    the job's allocation) the visible devices are used as they are.
+    """
     if requested == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
+        if exclusive:
+            from lotto import devices
+
+            index = devices.claim_for_process(torch.cuda.device_count(), log=log)
+            if index is not None:
+                torch.cuda.set_device(index)
+                return torch.device("cuda", index)
         return torch.device("cuda")
     if requested == "cuda":
         raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
@@ -82,6 +96,27 @@ def apply_mask(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     for name, m in masks.items():
         params[name].mul_(m.to(params[name].dtype))
+
+
+# training.precision -> autocast dtype (None = plain fp32). fp32 is the default: mixed precision changes the
+# arithmetic, so results are only equal within run-to-run noise (tests/test_speed.py).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for ``training.precision`` on ``device``; a clear error where it cannot run.
+
+    fp16 needs loss scaling and is only supported on CUDA. bf16 also runs on the CPU (torch's CPU autocast):
+    it is faster only on CPUs with AVX512-BF16/AMX instructions and slower elsewhere.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"training.precision: unknown value {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError(
+            f"training.precision: 'fp16' needs a CUDA device, but training runs on {torch.device(device)}; "
+            "use 'fp32' (default) or 'bf16' on the CPU"
+        )
+    return PRECISIONS[precision]
 
 
 @torch.no_grad()
@@ -105,21 +140,74 @@ def fingerprint(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_resume(path: Path, model, optimizer, step: int, fp: str, stats: dict) -> None:
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (about 1 GB/s: a fraction of a second for a staged CIFAR-10)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _rng_state(device: torch.device) -> dict:
+    """Every stateful generator a training step may draw from.
+
+    The data order and augmentation of a step are pure functions of (step, seeds) (``lotto.data``), so
+    they need no state; dropout draws from torch's global CPU generator, or the CUDA generator of the
+    training device. Python's and NumPy's global generators are not used by training; they are saved
+    too, so a model or augmentation that starts using them stays resumable bit for bit.
+    """
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
+    }
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch_cpu"])
+    if device.type == "cuda" and state["torch_cuda"] is not None:
+        torch.cuda.set_rng_state(state["torch_cuda"], device)
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+
+
+def _stale_temps(path: Path) -> list[Path]:
+    """Temporary files of saves that were killed before their rename (atomic_write's naming)."""
+    return list(path.parent.glob(f".{path.name}.*.tmp.pt")) if path.parent.is_dir() else []
+
+
+def _save_resume(path: Path, model, optimizer, step: int, fp: str, stats: dict, device: torch.device) -> None:
     state = {
         "fingerprint": fp,
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "cpu_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng": _rng_state(device),
         "stats": json.dumps(stats),
     }
     with atomic_write(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            # the rename must not reach the disk before the data: a node crash would leave an empty state
+            os.fsync(fh.fileno())
 
 
-def _load_resume(path: Path, fp: str, log) -> dict | None:
+def _load_resume(path: Path, fp: str, start: int, end: int, log) -> dict | None:
+    for tmp in _stale_temps(path):
+        tmp.unlink(missing_ok=True)
     if not path.is_file():
         return None
     try:
@@ -129,6 +217,9 @@ def _load_resume(path: Path, fp: str, log) -> dict | None:
         return None
     if state.get("fingerprint") != fp:
         log(f"ignoring resume state {path}: it belongs to a different run (config or inputs changed)")
+        return None
+    if not start < int(state.get("step", -1)) < end or "rng" not in state:
+        log(f"ignoring resume state {path}: step {state.get('step')} is not inside this run ({start}, {end})")
         return None
     return state
 
@@ -149,6 +240,8 @@ def train(
     checkpoint_every: int = 500,
     run_fingerprint: str = "",
     channels_last: bool = False,
+    compile: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Train ``model`` in place from step ``start`` to ``end``; return statistics of the run."""
     device = torch.device(device)
@@ -156,9 +249,14 @@ def train(
         raise ValueError(
             f"steps must satisfy 0 <= start ({start}) <= end ({end}) <= schedule length ({schedule.total_steps})"
         )
+    amp_dtype = autocast_dtype(precision, device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    # the compiled module shares ``model``'s parameters and buffers: optimizer, masks, resume and the
+    # returned model all see the same tensors; only the forward/backward kernels are generated
+    forward = torch.compile(model, dynamic=False) if compile else model
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
     masks = _mask_tensors(mask, device)
     apply_mask(model, masks)
     params = dict(model.named_parameters())
@@ -177,13 +275,11 @@ def train(
     stats = {"last_epoch_losses": []}
     resume_path = Path(resume_path) if resume_path else None
     if resume_path is not None and end > start:
-        state = _load_resume(resume_path, run_fingerprint, log)
+        state = _load_resume(resume_path, run_fingerprint, start, end, log)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["cpu_rng"])
-            if state["cuda_rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            _set_rng_state(state["rng"], device)
             stats = json.loads(state["stats"])
             step = int(state["step"])
             log(f"resumed from step {step} ({resume_path})")
@@ -195,17 +291,22 @@ def train(
         for g in optimizer.param_groups:
             g["lr"] = schedule.lr_at(step)
         x, y = data.train_batch(step, schedule.batch_size, data_seed, aug_seed, channels_last=channels_last)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = forward(x)
+            loss = F.cross_entropy(out, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
         if masks:
             with torch.no_grad():
                 for name, m in masks.items():
                     g = params[name].grad
                     if g is not None:
                         g.mul_(m)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed (masked gradients stay zero either way)
+            scaler.step(optimizer)
+            scaler.update()
         if masks:
             apply_mask(model, masks)
         step += 1
@@ -227,7 +328,8 @@ def train(
             )
             window_loss, window_correct, window_n, window_t = 0.0, 0, 0, now
         if resume_path is not None and step % checkpoint_every == 0 and step < end:
-            _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats)
+            _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device)
+            log(f"resume state at step {step} -> {resume_path}")
     elapsed = time.perf_counter() - t0
     losses = stats["last_epoch_losses"]
     mean = sum(losses) / len(losses) if losses else float("nan")
@@ -244,5 +346,8 @@ def train(
 
 
 def clear_resume(resume_path: str | Path | None) -> None:
-    if resume_path and os.path.exists(resume_path):
-        os.unlink(resume_path)
+    """Remove a finished run's resumable state (and temporaries of saves that were killed mid-write)."""
+    if resume_path:
+        path = Path(resume_path)
+        for p in [path, *_stale_temps(path)]:
+            p.unlink(missing_ok=True)

@@ -1,0 +1,73 @@
+"""Iterative pruning (Paganini & Forde 2020): what the surviving weights start from after each pruning round,
+and per-layer statistics of tickets. Pure functions of state dicts and masks.
+
+Handlings (``HANDLINGS``) of the weights that survive a round:
+
+* ``rewind_init``: back to their values at initialisation, training restarts at step 0;
+* ``rewind_t``: back to their values after ``t`` steps of training (the rewind point), restarting at step t;
+* ``finetune``: they keep their trained values and training continues (from step ``finetune_start`` of the
+  schedule, so the learning rate follows the schedule from there);
+* ``reinit_sign``: ``sigma_layer * sign(w_init)``, sigma_layer = standard deviation of the layer's weights at
+  initialisation (all of them), training restarts at step 0.
+
+Everything that is not a prunable weight (biases, BatchNorm) starts where the same handling puts it: the
+initial values for ``rewind_init``/``reinit_sign``, the rewind point's for ``rewind_t``, the trained ones for
+``finetune``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lotto.masks import Mask
+
+HANDLINGS = ("rewind_init", "rewind_t", "finetune", "reinit_sign")
+
+
+def sign_reinit(init_state: dict, prunable: list[str]) -> dict:
+    out = dict(init_state)
+    for name in prunable:
+        w = init_state[name]
+        sigma = w.detach().double().std(unbiased=False).to(w.dtype)
+        out[name] = torch.sign(w) * sigma
+    return out
+
+
+def start_point(handling: str, prunable: list[str], init: tuple[dict, int], rewind: tuple[dict, int] | None,
+                previous: tuple[dict, int] | None, finetune_start: int = 0) -> tuple[dict, int]:
+    """(state dict, schedule step) a pruning round's training starts from. Each argument is (state, step)."""
+    if handling == "rewind_init":
+        return dict(init[0]), 0
+    if handling == "rewind_t":
+        if rewind is None:
+            raise ValueError("handling 'rewind_t' needs the rewind point's checkpoint")
+        return dict(rewind[0]), int(rewind[1])
+    if handling == "finetune":
+        if previous is None:
+            raise ValueError("handling 'finetune' needs the previous round's trained checkpoint")
+        return dict(previous[0]), int(finetune_start)
+    if handling == "reinit_sign":
+        return sign_reinit(init[0], prunable), 0
+    raise ValueError(f"unknown handling {handling!r}; known: {', '.join(HANDLINGS)}")
+
+
+def layer_stats(init_state: dict, trained_state: dict, mask: Mask) -> list[dict]:
+    """Per layer: std of all initial weights vs of the kept ones (ticket weights), and the kept weights'
+    mean |w| at initialisation and after training."""
+    rows = []
+    for name, keep in mask.to_torch().items():
+        w0 = init_state[name].detach().double()
+        w1 = trained_state[name].detach().double()
+        k = keep.bool()
+        n = int(k.sum())
+        rows.append({
+            "layer": name,
+            "kept": n,
+            "total": int(k.numel()),
+            "init_std_layer": float(w0.std(unbiased=False)),
+            "init_std_kept": float(w0[k].std(unbiased=False)) if n else float("nan"),
+            "init_absmean_kept": float(w0[k].abs().mean()) if n else float("nan"),
+            "trained_absmean_kept": float(w1[k].abs().mean()) if n else float("nan"),
+            "trained_std_kept": float(w1[k].std(unbiased=False)) if n else float("nan"),
+        })
+    return rows
