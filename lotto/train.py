@@ -188,7 +188,8 @@ def _stale_temps(path: Path) -> list[Path]:
     return list(path.parent.glob(f".{path.name}.*.tmp.pt")) if path.parent.is_dir() else []
 
 
-def _save_resume(path: Path, model, optimizer, step: int, fp: str, stats: dict, device: torch.device) -> None:
+def _save_resume(path: Path, model, optimizer, step: int, fp: str, stats: dict, device: torch.device,
+                 scaler=None) -> None:
     state = {
         "fingerprint": fp,
         "step": step,
@@ -196,6 +197,8 @@ def _save_resume(path: Path, model, optimizer, step: int, fp: str, stats: dict, 
         "optimizer": optimizer.state_dict(),
         "rng": _rng_state(device),
         "stats": json.dumps(stats),
+        # fp16's loss scale evolves with the run: a fresh scaler would skip or scale steps differently
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
     with atomic_write(path, suffix=".pt") as tmp:
         with open(tmp, "wb") as fh:
@@ -280,6 +283,8 @@ def train(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             _set_rng_state(state["rng"], device)
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             stats = json.loads(state["stats"])
             step = int(state["step"])
             log(f"resumed from step {step} ({resume_path})")
@@ -328,7 +333,7 @@ def train(
             )
             window_loss, window_correct, window_n, window_t = 0.0, 0, 0, now
         if resume_path is not None and step % checkpoint_every == 0 and step < end:
-            _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device)
+            _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
             log(f"resume state at step {step} -> {resume_path}")
     elapsed = time.perf_counter() - t0
     losses = stats["last_epoch_losses"]

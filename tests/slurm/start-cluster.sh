@@ -24,7 +24,8 @@
 # Environment knobs (all optional; deliberately not LOTTO_SLURM_*, which are
 # the site settings read by the real profile slurm/config.yaml):
 #   LOTTO_TEST_SLURM_DIR=/tmp/lotto-slurm  default STATE_DIR
-#   LOTTO_TEST_SLURM_GPUS=1           number of fake GPUs (gres/gpu) on the node, 0 = none
+#   LOTTO_TEST_SLURM_GPUS=2           number of fake GPUs (gres/gpu) on the node, 0 = none (2: two
+#                                     GPU jobs run at once, one per CPU of a 2-core test machine)
 #   LOTTO_TEST_SLURM_MEM_MB=          node RealMemory (default: 3/4 of what `slurmd -C` sees)
 #   LOTTO_TEST_SLURM_TIMEOUT=90       seconds to wait for each daemon and for the node to be idle
 #   LOTTO_TEST_SLURM_PORT_BASE=16917  slurmctld=BASE, slurmd=BASE+1, slurmdbd=BASE+2, mariadb=BASE+3
@@ -57,7 +58,7 @@ D="${1:-${LOTTO_TEST_SLURM_DIR:-/tmp/lotto-slurm}}"
 CLUSTER=lottoci
 PARTITION=lottoci
 ACCOUNT=lotto
-NGPU="${LOTTO_TEST_SLURM_GPUS:-1}"
+NGPU="${LOTTO_TEST_SLURM_GPUS:-2}"
 TIMEOUT="${LOTTO_TEST_SLURM_TIMEOUT:-90}"
 PB="${LOTTO_TEST_SLURM_PORT_BASE:-16917}"
 NO_INSTALL="${LOTTO_TEST_SLURM_NO_INSTALL:-0}"

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from harness import PROFILE_DIR, REPO_PROFILE_DIR, require_module, run_snakemake
+from harness import PROFILE_DIR, REPO_PROFILE_DIR, run_snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -74,19 +74,6 @@ def _kv(text: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", text))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_plugin():
-    require_module("snakemake")
-    require_module("snakemake_executor_plugin_slurm")
-
-
-@pytest.fixture
-def gpu_cluster(slurm_cluster):
-    if slurm_cluster.gpus < 1:
-        pytest.skip("the local cluster was started with LOTTO_TEST_SLURM_GPUS=0")
-    return slurm_cluster
-
-
 def _check_smoke_run(cluster, workdir, res, partition, account):
     assert res.returncode == 0, res.tail()
     ids = res.job_ids
@@ -111,7 +98,7 @@ def _check_smoke_run(cluster, workdir, res, partition, account):
     assert gpu["job"] == by_rule["rule_gpu_step"]["JobID"], gpu
     assert cpu["CUDA_VISIBLE_DEVICES"] == "unset", cpu   # no GPU asked, none given
     assert gpu["CUDA_VISIBLE_DEVICES"] not in ("", "unset"), gpu
-    assert gpu["CUDA_VISIBLE_DEVICES"] == "0", gpu       # the one fake GPU
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "0", gpu       # the first fake GPU (the node is idle)
     assert gpu["SLURM_STEP_GPUS"] == "0", gpu
 
 

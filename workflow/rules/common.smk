@@ -45,7 +45,10 @@ def labels_arg(**labels):
 
 
 def train_resources():
-    return dict(mem_mb=RES["train_mem_mb"], runtime=RES["train_runtime"], gpu=RES["train_gpus"])
+    res = dict(mem_mb=RES["train_mem_mb"], runtime=RES["train_runtime"], gpu=RES["train_gpus"])
+    if RES.get("train_gpu_model") and RES["train_gpus"]:
+        res["gpu_model"] = RES["train_gpu_model"]  # the slurm plugin submits --gpus=<model>:<gpu>
+    return res
 
 
 def light_resources():

@@ -1,0 +1,260 @@
+"""The real workflow on the local Slurm cluster (tests/slurm/start-cluster.sh).
+
+* The tiny config runs through ``snakemake --profile slurm`` (the repository's own profile, found from
+  the root of a scratch copy of the repository, with the cluster's site settings given as LOTTO_SLURM_*
+  variables): every job is COMPLETED in sacct, the training jobs got a GPU (the cluster's fake gres),
+  the cheap ones none, and masks, checkpoints and metrics are identical to a local ``--cores`` run with
+  the same threads per job.
+* A training job stopped by a real Slurm time limit (runtime=1 minute) resumes on rerun from its last
+  resumable state and ends with the weights of an uninterrupted run.
+
+Needs root; skipped with the reason otherwise, except with CI=true, where it fails. Every Snakemake
+run is wrapped in a hard timeout (harness.run_snakemake).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import PROFILE_DIR, REPO_ROOT, run_snakemake
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from workflow_helpers import env as wf_env, make_workdir, snakemake  # noqa: E402
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+TRAIN_RULES = {"pretrain", "sibling", "retrain"}
+TIMING_KEYS = {"elapsed_s", "images_per_s"}
+_COMMENT_RE = re.compile(r"rule_(.+?)(?:_wildcards_.*)?$")
+
+
+def _rule(comment: str) -> str:
+    m = _COMMENT_RE.match(comment)
+    assert m, comment
+    return m.group(1)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _results(work: Path, exp: str) -> dict[str, object]:
+    """Every mask, checkpoint (by content) and JSON record (without timings) of an experiment."""
+    root = work / "results" / exp
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.suffix in (".mask", ".safetensors", ".npz"):
+            out[rel] = _digest(p)
+        elif p.suffix == ".json":
+            out[rel] = {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING_KEYS}
+    return out
+
+
+def _slurm_tiny_run(cluster, tmp_path):
+    """`snakemake --profile slurm` on the tiny config, from the root of a scratch copy of the repository."""
+    work = make_workdir(tmp_path / "slurm")
+    tiny = (work / "workflow/configs/tiny.yaml").read_text()
+    assert "train_gpus: 0" in tiny
+    # a GPU per training job, as at paper scale (resources are not inputs of any step: same commands)
+    (work / "tiny-gpu.yaml").write_text(tiny.replace("train_gpus: 0", "train_gpus: 1"))
+    return run_snakemake(
+        ["--profile", "slurm", "--configfile", "tiny-gpu.yaml",
+         # the real profile waits 40 s before its first status check
+         "--slurm-init-seconds-before-status-checks", "2"],
+        cwd=work, timeout=1200, env={"PATH": wf_env()["PATH"], "LOTTO_SLURM_PARTITION": cluster.partition,
+                                     "LOTTO_SLURM_ACCOUNT": cluster.account},
+    )
+
+
+def test_tiny_config_via_repo_profile_matches_local_run(gpu_cluster, tmp_path):
+    cluster = gpu_cluster
+    # the local reference: the same config, same threads per job (resources.train_threads); it runs beside
+    # the Slurm run, whose jobs spend much of their time waiting on the scheduler
+    local = make_workdir(tmp_path / "local")
+    local_out = open(tmp_path / "local.out", "w")
+    t0 = time.monotonic()
+    local_run = subprocess.Popen(
+        ["timeout", "-s", "KILL", "1200", str(Path(sys.executable).parent / "snakemake"), "--cores", "2",
+         "--configfile", "workflow/configs/tiny.yaml"],
+        cwd=local, env=wf_env(), stdout=local_out, stderr=subprocess.STDOUT,
+    )
+    try:
+        res = _slurm_tiny_run(cluster, tmp_path)
+        rc = local_run.wait(timeout=1300)
+        t_local = time.monotonic() - t0
+    finally:
+        if local_run.poll() is None:
+            local_run.kill()
+            local_run.wait()
+        local_out.close()
+    assert rc == 0, (tmp_path / "local.out").read_text()[-4000:]
+    print(f"Slurm run: {res.elapsed:.0f}s, {len(res.job_ids)} Slurm jobs; the local --cores 2 run beside it: "
+          f"both done after {t_local:.0f}s")
+    assert res.returncode == 0, res.tail()
+    work = tmp_path / "slurm" / "wf"
+
+    ids = res.job_ids
+    states = cluster.wait_for_states(ids, timeout=120)
+    assert states == {i: "COMPLETED" for i in ids}, {i: s for i, s in states.items() if s != "COMPLETED"}
+    rows = cluster.sacct(ids)
+    by_rule: dict[str, list[dict]] = {}
+    for r in rows:
+        by_rule.setdefault(_rule(r["Comment"]), []).append(r)
+    # staging (the only step that may download) and figures run on the submitting host
+    assert set(by_rule) == {"init", "pretrain", "sibling", "mask", "compose", "random_ticket", "retrain"}, \
+        sorted(by_rule)
+    assert {k: len(v) for k, v in by_rule.items() if k in TRAIN_RULES} == {"pretrain": 2, "sibling": 6,
+                                                                           "retrain": 24}
+    for rule, rs in by_rule.items():
+        for r in rs:
+            assert r["Partition"] == cluster.partition and r["Account"] == cluster.account, r
+            if rule in TRAIN_RULES:
+                assert "gres/gpu=1" in r["AllocTRES"], r
+            else:
+                assert "gres/gpu" not in r["AllocTRES"], r
+
+    slurm_results, local_results = _results(work, "tiny"), _results(local, "tiny")
+    assert sorted(slurm_results) == sorted(local_results)
+    assert sum(k.endswith(".mask") for k in slurm_results) == 12 + 16 + 4
+    for key, value in local_results.items():
+        assert slurm_results[key] == value, key
+    for name in ("fig1a", "fig2d"):
+        assert (work / f"results/tiny/figures/{name}.png").is_file()
+    assert not [p for p in (work / "results" / ".resume").rglob("*") if p.is_file()]
+
+
+# --------------------------------------------------------------------------- time limit -> resume
+EVERY = 250
+DATA = {"dataset": "mnist_embedded", "source": "embedded", "train_size": 512, "test_size": 256}
+#: seconds of single-thread LeNet training the time-limited job is given: past the 1-minute limit, which
+#: slurmctld enforces within 30 s after it expires (it checks limits every 30 s)
+TRAIN_SECONDS = 120
+
+
+def _tlimit_config(epochs: int) -> str:
+    return f"""\
+experiment: tlimit
+results_dir: results
+data: {json.dumps(DATA)}
+model: {{name: lenet}}
+training:
+  lr: 0.05
+  batch_size: 64
+  epochs: {epochs}
+  milestones: [{epochs // 2}]
+  augment: true
+  eval_batch_size: 256
+  log_every: 50
+  checkpoint_every: {EVERY}
+composability: {{pretrain_steps: [0], ks: [2], sparsities: [0.5], replicates: [0]}}
+resources: {{train_threads: 1, train_gpus: 1, train_mem_mb: 1000, train_runtime: 5}}
+"""
+
+
+def _epochs_for(seconds: float, tmp: Path) -> int:
+    """Epochs (8 steps each) of LeNet that take about ``seconds`` on one core of this machine, now."""
+    import torch
+    import yaml
+
+    from lotto import data as datamod, models, train
+    from lotto.config import validate
+
+    cfg = validate(yaml.safe_load(_tlimit_config(100)))
+    datamod.stage(cfg["data"], tmp / "calibrate.npz")
+    d = datamod.DeviceData.load(tmp / "calibrate.npz", device="cpu", augment=True)
+    model = models.build_model(cfg["model"], d.in_channels, d.num_classes, d.image_size, 0)
+    sched = train.Schedule.from_config(cfg["training"], d.num_train)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        train.train(model, d, sched, 0, 300, 1, 2, log=lambda m: None, log_every=10**6)
+        rate = 300 / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    # at least 6,000 steps, however slow this machine is now
+    return max(750, int(rate * seconds / 8))
+
+
+PRE = "results/tlimit/rep0/pre0"
+
+
+def test_training_stopped_by_slurm_time_limit_resumes(gpu_cluster, tmp_path):
+    cluster = gpu_cluster
+    import yaml
+
+    from lotto.config import section_json, validate
+
+    work = make_workdir(tmp_path)
+    epochs = _epochs_for(TRAIN_SECONDS, tmp_path)
+    total = epochs * 8
+    config = _tlimit_config(epochs)
+    (work / "tlimit.yaml").write_text(config)
+    target = f"{PRE}/sibling1/trained.safetensors"
+    # the rewind point (theta_0 here) locally, so the uninterrupted reference can train beside the Slurm job
+    snakemake([f"{PRE}/rewind.safetensors", "--cores", "1", "--configfile", "tlimit.yaml"], cwd=work, timeout=300)
+    cfg = validate(yaml.safe_load(config))
+    lotto = str(Path(sys.executable).parent / "lotto")
+    ref_log = open(tmp_path / "reference.log", "w")
+    reference = subprocess.Popen(
+        [lotto, "train", "--config", section_json(cfg, "model", "training"), "--threads", "1",
+         "--data", "results/tlimit/data/mnist_embedded.npz", "--from", f"{PRE}/rewind.safetensors",
+         "--end", "end", "--replicate", "0", "--noise", "sibling:1", "--metrics", str(tmp_path / "ref.json"),
+         "--out", str(tmp_path / "ref.safetensors")],
+        cwd=work, env=wf_env(), stdout=ref_log, stderr=subprocess.STDOUT,
+    )
+    try:
+        args = [target, "--profile", str(PROFILE_DIR), "--configfile", "tlimit.yaml"]
+        path = {"PATH": wf_env()["PATH"]}
+        first = run_snakemake([*args, "--set-resources", "sibling:runtime=1"], cwd=work, timeout=400, env=path)
+        assert not first.timed_out, first.tail()
+        assert first.returncode != 0, first.tail()
+        assert len(first.job_ids) == 1, first.tail()
+        assert cluster.wait_for_states(first.job_ids) == {first.job_ids[0]: "TIMEOUT"}, first.tail()
+        killed_log = (work / f"{PRE}/sibling1/train.log").read_text()
+        saved = [int(s) for s in re.findall(r"resume state at step (\d+)", killed_log)]
+        reached = [int(s) for s in re.findall(rf"\] step (\d+)/{total} ", killed_log)]
+        assert saved and max(reached) < total, killed_log[-2000:]
+        assert (work / "results/.resume" / f"{target}.pt").is_file()
+
+        second = run_snakemake(args, cwd=work, timeout=400, env=path)
+        assert second.returncode == 0, second.tail()
+        assert cluster.wait_for_states(second.job_ids) == {second.job_ids[0]: "COMPLETED"}
+        log = (work / f"{PRE}/sibling1/train.log").read_text()
+        m = re.search(r"resumed from step (\d+)", log)
+        assert m, log[:2000]
+        resumed = int(m.group(1))
+        # the newest state the killed job wrote: at most one checkpoint interval is trained again
+        assert max(saved) <= resumed <= max(reached) and max(reached) - resumed <= EVERY, (saved, reached, resumed)
+        first_step = int(re.search(rf"\] step (\d+)/{total} ", log).group(1))
+        assert first_step > resumed
+        print(f"{total} steps; time limit hit at step >= {max(reached)}; resumed from {resumed}; first run "
+              f"{first.elapsed:.0f}s, rerun {second.elapsed:.0f}s")
+        assert reference.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-2000:]
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+        ref_log.close()
+
+    from lotto import io
+
+    import torch
+
+    a, _ = io.load_checkpoint(tmp_path / "ref.safetensors")
+    b, _ = io.load_checkpoint(work / target)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    got = json.loads((work / f"{PRE}/sibling1/metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "last_epoch_train_loss_mean", "last_epoch_train_loss_std"):
+        assert got[key] == ref[key], key
+    assert not (work / "results/.resume" / f"{target}.pt").exists()
