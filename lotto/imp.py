@@ -34,7 +34,7 @@ def project(state: dict[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tenso
     """m * w: the state dict with the weights ``mask`` prunes set to zero (everything else shared)."""
     out = dict(state)
     for name, keep in mask.to_torch().items():
-        out[name] = state[name] * keep.to(state[name].dtype)
+        out[name] = state[name] * keep.to(state[name].device, state[name].dtype)
     return out
 
 
@@ -64,11 +64,3 @@ def choose_ratio(path_max_loss: dict[float, float], threshold: float, min_fracti
     passing = [p for p, loss in path_max_loss.items() if loss < threshold]
     best = max(passing, default=0.0)
     return AdaptiveChoice(best_ratio=best, pruned_fraction=max(best, min_fraction), threshold=threshold)
-
-
-def rounds_to_reach(sparsities: list[float], target: float) -> int | None:
-    """Retraining rounds (= the level index) of the first level at or beyond ``target`` sparsity, or None."""
-    for level, s in enumerate(sparsities):
-        if s >= target - 1e-12:
-            return level
-    return None
