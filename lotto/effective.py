@@ -9,6 +9,9 @@ from the input, and d(sum of outputs)/d(unit) is positive iff some path leads fr
 effective iff it is kept, its input unit is reached from the input and its output unit reaches the output,
 which is exactly when d(sum of outputs)/d(weight) > 0. Residual additions carry paths around pruned blocks
 (so a block whose convolutions are pruned away does not cut the network), and dropout is off (eval mode).
+Connectivity is per pixel, for the network's input size: a convolution tap that only ever multiplies zero
+padding (3x3 kernels on 1x1 maps, e.g. ResNet-18's last stage at 32 pixels) is ineffective too.
+Cost: one float64 copy of the network and one forward/backward pass of one image.
 """
 
 from __future__ import annotations
