@@ -30,6 +30,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/imp.smk"
+include: "workflow/rules/zoo.smk"
 
 
 rule all:

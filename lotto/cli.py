@@ -289,7 +289,7 @@ def cmd_tables(args) -> None:
 
 
 # --- parser -------------------------------------------------------------------------------------
-FAMILY_CLIS: tuple[str, ...] = ()
+FAMILY_CLIS: tuple[str, ...] = ("lotto.zoo_cli", "lotto.imp_cli")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lotto",

@@ -277,15 +277,24 @@ def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "
     ``xscale``: "auto" (logit when the sparsities exceed 0.95, else linear), "linear" or "logit".
     Returns the three paths.
     """
-    prefix = str(out_prefix)
-    paths = {ext: Path(f"{prefix}.{ext}") for ext in ("png", "pdf", "csv")}
     axes_style, context, rc = _style()
     with rc, axes_style, context:
         fig = render(name, table, xscale=xscale)
-        with atomic_write(paths["png"], suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-        with atomic_write(paths["pdf"], suffix=".pdf") as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
+        return save(fig, table, out_prefix)
+
+
+def save(fig: Figure, table: pd.DataFrame, out_prefix: str | Path) -> dict[str, Path]:
+    """Write ``<out_prefix>.png/.pdf`` of ``fig`` and ``<out_prefix>.csv`` of the table it plots, each atomically.
+
+    Call it inside the style context the figure was drawn in (savefig reads some rc values). The PDF carries
+    no dates, so rebuilding an unchanged figure gives the same bytes.
+    """
+    prefix = str(out_prefix)
+    paths = {ext: Path(f"{prefix}.{ext}") for ext in ("png", "pdf", "csv")}
+    with atomic_write(paths["png"], suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    with atomic_write(paths["pdf"], suffix=".pdf") as tmp:
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
     with atomic_write(paths["csv"], suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     return paths
