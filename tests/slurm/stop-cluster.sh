@@ -5,8 +5,11 @@
 #
 # Usage:  tests/slurm/stop-cluster.sh [STATE_DIR] [--purge]
 #   STATE_DIR  same dir given to start-cluster.sh (default: $LOTTO_TEST_SLURM_DIR or /tmp/lotto-slurm)
-#   --purge    also delete STATE_DIR (config, accounting DB, logs) and the
-#              /etc/slurm symlinks pointing into it (restoring *.orig-lotto-slurm)
+#   --purge    also delete STATE_DIR (config, accounting DB, logs)
+# The /etc/slurm symlinks pointing into STATE_DIR are removed (restoring
+# *.orig-lotto-slurm) once the daemons are down: a config naming a dead
+# controller makes every later `scontrol` wait ~9 s for it, and Snakemake's
+# Slurm plugin runs one whenever snakemake starts (even for `snakemake -n`).
 #
 # Exit codes: 0 stopped (or nothing to stop), 77 not root, 1 a daemon survived KILL.
 set -uo pipefail
@@ -62,11 +65,13 @@ stop slurmdbd  "$D/run/slurmdbd.pid"
 stop "mariadbd|mysqld" "$D/run/mariadbd.pid"
 stop munged    "$D/run/munged.pid"
 
-if [ "$PURGE" = 1 ]; then
+if [ "$FAILED" = 0 ]; then
   for f in slurm.conf gres.conf slurmdbd.conf; do
     if [ -L "/etc/slurm/$f" ] && [ "$(readlink "/etc/slurm/$f")" = "$D/etc/$f" ]; then rm -f "/etc/slurm/$f"; fi
     if [ -e "/etc/slurm/$f.orig-lotto-slurm" ] && [ ! -e "/etc/slurm/$f" ]; then mv "/etc/slurm/$f.orig-lotto-slurm" "/etc/slurm/$f"; fi
   done
+fi
+if [ "$PURGE" = 1 ]; then
   if [ "$FAILED" = 0 ]; then rm -rf "$D"; log "purged $D"; else log "not purging $D: a daemon is still alive"; fi
 fi
 exit "$FAILED"
