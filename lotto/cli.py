@@ -405,6 +405,12 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"lotto: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        trainer = sys.modules.get("lotto.train")  # only imported by the subcommands that train
+        if trainer is not None and isinstance(exc, trainer.Interrupted):
+            print(f"lotto: {exc}", file=sys.stderr)
+            return 128 + 15  # what a process killed by SIGTERM reports
+        raise
     return 0
 
 

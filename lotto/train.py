@@ -15,6 +15,8 @@ import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +229,41 @@ def _load_resume(path: Path, fp: str, start: int, end: int, log) -> dict | None:
     return state
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM after saving its resumable state (a Slurm time limit or preemption)."""
+
+    def __init__(self, step: int, resume_path: Path):
+        super().__init__(f"stopped by SIGTERM at step {step}; its state is in {resume_path}: rerun to resume")
+        self.step = step
+
+
+class _SigtermFlag:
+    """Record SIGTERM instead of dying, for the duration of a run that can save its state.
+
+    Slurm sends SIGTERM at a time limit or preemption and SIGKILL only KillWait seconds (30 by default)
+    later: enough to finish the current step and save, so nothing since the last periodic save is lost.
+    Handlers can only be installed from the main thread; elsewhere the default behaviour stays.
+    """
+
+    def __init__(self, active: bool):
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if self.active:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def train(
     model: torch.nn.Module,
     data,
@@ -292,49 +329,55 @@ def train(
     t0 = time.perf_counter()
     window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
     images = 0
-    while step < end:
-        for g in optimizer.param_groups:
-            g["lr"] = schedule.lr_at(step)
-        x, y = data.train_batch(step, schedule.batch_size, data_seed, aug_seed, channels_last=channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = forward(x)
-            loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        if masks:
-            with torch.no_grad():
-                for name, m in masks.items():
-                    g = params[name].grad
-                    if g is not None:
-                        g.mul_(m)
-        if scaler is None:
-            optimizer.step()
-        else:  # skips the step when the scaled gradients overflowed (masked gradients stay zero either way)
-            scaler.step(optimizer)
-            scaler.update()
-        if masks:
-            apply_mask(model, masks)
-        step += 1
-        lval = float(loss.detach())
-        if not math.isfinite(lval):
-            raise FloatingPointError(f"training loss became {lval} at step {step}: lower training.lr?")
-        if step > last_epoch_start:
-            stats["last_epoch_losses"].append(lval)
-        window_loss += lval * y.numel()
-        window_correct += int((out.detach().argmax(1) == y).sum())
-        window_n += y.numel()
-        images += y.numel()
-        if step % log_every == 0 or step == end:
-            now = time.perf_counter()
-            log(
-                f"step {step}/{end} epoch {step / spe:.2f} lr {schedule.lr_at(step - 1):.4g} "
-                f"loss {window_loss / window_n:.4f} acc {window_correct / window_n:.4f} "
-                f"images/s {window_n / max(now - window_t, 1e-9):.1f}"
-            )
-            window_loss, window_correct, window_n, window_t = 0.0, 0, 0, now
-        if resume_path is not None and step % checkpoint_every == 0 and step < end:
-            _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
-            log(f"resume state at step {step} -> {resume_path}")
+    with _SigtermFlag(resume_path is not None) as sigterm:
+        while step < end:
+            for g in optimizer.param_groups:
+                g["lr"] = schedule.lr_at(step)
+            x, y = data.train_batch(step, schedule.batch_size, data_seed, aug_seed, channels_last=channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = forward(x)
+                loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            (loss if scaler is None else scaler.scale(loss)).backward()
+            if masks:
+                with torch.no_grad():
+                    for name, m in masks.items():
+                        g = params[name].grad
+                        if g is not None:
+                            g.mul_(m)
+            if scaler is None:
+                optimizer.step()
+            else:  # skips the step when the scaled gradients overflowed (masked gradients stay zero either way)
+                scaler.step(optimizer)
+                scaler.update()
+            if masks:
+                apply_mask(model, masks)
+            step += 1
+            lval = float(loss.detach())
+            if not math.isfinite(lval):
+                raise FloatingPointError(f"training loss became {lval} at step {step}: lower training.lr?")
+            if step > last_epoch_start:
+                stats["last_epoch_losses"].append(lval)
+            window_loss += lval * y.numel()
+            window_correct += int((out.detach().argmax(1) == y).sum())
+            window_n += y.numel()
+            images += y.numel()
+            if step % log_every == 0 or step == end:
+                now = time.perf_counter()
+                log(
+                    f"step {step}/{end} epoch {step / spe:.2f} lr {schedule.lr_at(step - 1):.4g} "
+                    f"loss {window_loss / window_n:.4f} acc {window_correct / window_n:.4f} "
+                    f"images/s {window_n / max(now - window_t, 1e-9):.1f}"
+                )
+                window_loss, window_correct, window_n, window_t = 0.0, 0, 0, now
+            if resume_path is not None and step % checkpoint_every == 0 and step < end:
+                _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
+                log(f"resume state at step {step} -> {resume_path}")
+            if sigterm.received and step < end:
+                if step % checkpoint_every:  # the periodic save above has not just written this step
+                    _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
+                    log(f"resume state at step {step} -> {resume_path}")
+                raise Interrupted(step, resume_path)
     elapsed = time.perf_counter() - t0
     losses = stats["last_epoch_losses"]
     mean = sum(losses) / len(losses) if losses else float("nan")

@@ -143,6 +143,40 @@ def test_sigkilled_lotto_train_resumes_bit_identically(staged, reference):
     assert not [p for p in (d / ".resume").iterdir()], "temporaries of killed saves are cleaned up"
 
 
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_resumes_from_it(staged, reference):
+    """SIGTERM (a Slurm time limit or preemption; SIGKILL follows KillWait seconds later): the run saves its
+    state at the step it is on, exits 143, and the rerun recomputes nothing."""
+    d = staged
+    log = d / "term.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(_train_cmd(d, "term"), stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_for_step(log, proc, EVERY + EVERY // 2)  # mid-interval: the last periodic save is behind
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    stopped_log = log.read_text()
+    assert proc.returncode == 143, stopped_log[-3000:]
+    m = re.search(r"stopped by SIGTERM at step (\d+)", stopped_log)
+    assert m, stopped_log[-3000:]
+    stopped = int(m.group(1))
+    assert stopped == max(_steps(stopped_log)) < STEPS
+    assert f"resume state at step {stopped} ->" in stopped_log
+    assert not (d / "term.safetensors").exists()
+
+    rerun = subprocess.run(_train_cmd(d, "term"), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert RESUMED_RE.search(rerun.stderr).group(1) == str(stopped)
+    assert _steps(rerun.stderr) == list(range(stopped + 1, STEPS + 1)), "no step is trained twice"
+    _assert_same_weights(reference[0], d / "term.safetensors")
+    assert not (d / ".resume" / "term.pt").exists()
+
+
 # --------------------------------------------------------------------------- RNG state (dropout)
 class _Interrupt(Exception):
     pass
