@@ -27,9 +27,7 @@ config.update(_validated)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/masks.smk"
-include: "workflow/rules/figures.smk"
+include: "workflow/rules/composability.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/zoo.smk"
 

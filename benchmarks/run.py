@@ -25,7 +25,7 @@ workflow  Snakefile parse time (a fresh interpreter; torch must not be imported)
           workflow/configs/zoo-paper.yaml), each with its job count and its own parse + DAG time target.
 
 Data: CIFAR-10 from --cifar (a directory with train.npz holding x uint8 N x 32 x 32 x 3 and y), else
-/work/shared/data/cifar10, else torchvision's files under data/torchvision, else synthetic uint8 images
+$LOTTO_CIFAR10, else data/cifar10, else torchvision's files under data/torchvision, else synthetic uint8 images
 (the timings do not depend on pixel values). Runs unchanged on CUDA (``--device auto`` picks it).
 """
 
@@ -57,7 +57,8 @@ TARGETS = {
     "snakefile_parse_s": ("<", 1.0),
     "dry_run_s": ("<", 10.0),
 }
-CIFAR_CANDIDATES = [Path("/work/shared/data/cifar10")]
+# --cifar, else $LOTTO_CIFAR10, else data/cifar10 (where the README suggests linking a local copy)
+CIFAR_CANDIDATES = [Path(p) for p in (os.environ.get("LOTTO_CIFAR10"),) if p] + [ROOT / "data" / "cifar10"]
 
 
 def _median(xs):

@@ -19,9 +19,35 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
 
+def _registry_names(name: str) -> list[str]:
+    """Names in one of lotto's registries (each importable without torch)."""
+    if name == "pruning_methods":
+        from lotto.pruning import method_names
+
+        return method_names()
+    raise KeyError(f"the schema names an unknown registry {name!r}")
+
+
+def _resolve_registries(node) -> None:
+    """Fill ``x-registry: R`` (-> enum) and ``x-default-registry: R`` (-> default: every name) from the code's
+    registries, so that adding e.g. a pruning method needs no schema edit."""
+    if isinstance(node, dict):
+        if "x-registry" in node:
+            node["enum"] = _registry_names(node.pop("x-registry"))
+        if "x-default-registry" in node:
+            node["default"] = _registry_names(node.pop("x-default-registry"))
+        for value in node.values():
+            _resolve_registries(value)
+    elif isinstance(node, list):
+        for value in node:
+            _resolve_registries(value)
+
+
 def load_schema() -> dict:
     with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    _resolve_registries(schema)
+    return schema
 
 
 def _key(path) -> str:

@@ -167,34 +167,57 @@ def _to_numpy(arr):
     return arr
 
 
-def _check_same_layout(masks: Sequence[Mask]) -> None:
+def check_same_layout(masks: Sequence[Mask]) -> None:
+    """Raise ValueError unless every mask has the first one's layout (the same network)."""
     if not masks:
         raise ValueError("need at least one mask")
     first = masks[0].layout
-    for m in masks[1:]:
+    for i, m in enumerate(masks[1:], start=1):
         if m.layout != first:
-            raise ValueError("masks have different layouts (different networks?)")
+            where = m.meta.get("path") or f"mask #{i}"
+            raise ValueError(f"masks have different layouts (different networks?): {where} differs from the first")
 
 
 # --- pure operations ----------------------------------------------------------------------------
 def union(masks: Sequence[Mask]) -> Mask:
     """Keep a weight kept by any mask."""
-    _check_same_layout(masks)
+    check_same_layout(masks)
     return Mask(masks[0].layout, np.bitwise_or.reduce([m.bits for m in masks]))
 
 
 def intersection(masks: Sequence[Mask]) -> Mask:
     """Keep a weight kept by every mask."""
-    _check_same_layout(masks)
+    check_same_layout(masks)
     return Mask(masks[0].layout, np.bitwise_and.reduce([m.bits for m in masks]))
 
 
+def vote(masks: Sequence[Mask], m: int) -> Mask:
+    """Keep a weight kept by at least ``m`` of the masks: m = 1 is their union, m = len(masks) their intersection.
+
+    The one m-of-k operation behind composed sibling masks and the zoo's consensus ticket across tasks.
+    """
+    check_same_layout(masks)
+    if not 1 <= m <= len(masks):
+        raise ValueError(f"m-of-k consensus threshold m={m} must be between 1 and the number of masks ({len(masks)})")
+    if m == 1:
+        return union(masks)
+    if m == len(masks):
+        return intersection(masks)
+    votes = np.zeros(masks[0].total, dtype=np.int32)
+    for mk in masks:
+        votes += mk.flat_bools()
+    return Mask(masks[0].layout, np.packbits(votes >= m))
+
+
 def compose(masks: Sequence[Mask], op: str) -> Mask:
+    """``union``, ``intersection`` or ``vote<m>`` (kept by at least m of the masks) of sibling masks."""
     if op == "union":
         return union(masks)
     if op == "intersection":
         return intersection(masks)
-    raise ValueError(f"unknown composition {op!r} (expected 'union' or 'intersection')")
+    if op.startswith("vote") and op[4:].isdigit():
+        return vote(masks, int(op[4:]))
+    raise ValueError(f"unknown composition {op!r} (expected 'union', 'intersection' or 'vote<m>')")
 
 
 def pruned_in_all(masks: Sequence[Mask]) -> int:
@@ -215,7 +238,7 @@ def chance_overlap(sparsity: float, k: int) -> float:
 
 def jaccard_distance(a: Mask, b: Mask, which: str = "kept") -> float:
     """1 - |A and B| / |A or B| over kept (default) or pruned weights."""
-    _check_same_layout([a, b])
+    check_same_layout([a, b])
     return _jaccard_from_counts(a.kept(), b.kept(), _and_count(a.bits, b.bits), a.total, which)
 
 
@@ -232,7 +255,7 @@ def _jaccard_from_counts(ka: int, kb: int, both: int, total: int, which: str) ->
 
 def pairwise_jaccard(masks: Sequence[Mask], which: str = "kept") -> np.ndarray:
     """n x n Jaccard distances; each mask is counted once and each pair costs one AND + popcount."""
-    _check_same_layout(masks)
+    check_same_layout(masks)
     n = len(masks)
     kept = [m.kept() for m in masks]
     total = masks[0].total
@@ -250,6 +273,3 @@ def shuffle_within_layers(mask: Mask, seed: int) -> Mask:
     layers = {name: rng.permutation(arr.reshape(-1)).reshape(arr.shape) for name, arr in mask.layers().items()}
     return Mask.from_bools(layers, meta={"shuffled_from": mask.meta, "seed": seed})
 
-
-def layout_of(named_shapes: Iterable[tuple[str, Sequence[int]]]) -> Layout:
-    return tuple((n, tuple(int(d) for d in s)) for n, s in named_shapes)

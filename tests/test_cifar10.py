@@ -1,12 +1,12 @@
-"""ResNet-20 on the real CIFAR-10 through the DAG (optional: needs ../shared/data/cifar10, never committed)."""
+"""ResNet-20 on the real CIFAR-10 through the DAG (optional: needs $LOTTO_CIFAR10 or shared/data/cifar10 beside the checkout; never committed)."""
 
 import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import ROOT, make_workdir, snakemake
+from workflow_helpers import ROOT, cifar10_dir, make_workdir, snakemake
 
-CIFAR = (ROOT / ".." / "shared" / "data" / "cifar10").resolve()
+CIFAR = cifar10_dir()
 
 pytestmark = [
     pytest.mark.slow,

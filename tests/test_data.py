@@ -19,8 +19,9 @@ import torch
 
 from lotto.data import DataError, DeviceData, random_crop_flip, stage
 from lotto.seeds import derive_seed
+from workflow_helpers import cifar10_dir
 
-CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+CIFAR_DIR = cifar10_dir()
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDED = {"dataset": "mnist_embedded", "source": "embedded"}
 

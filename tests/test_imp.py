@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from lotto import config as configmod
-from lotto import connectivity as C
-from lotto import imp, imp_plots, io, models, pruning, train
+from lotto.imp import connectivity as C
+from lotto import io, models, pruning, train
+from lotto.imp import analysis as imp_plots, pruning as imp
 from lotto.data import DeviceData, stage
 from lotto.masks import Mask
 from workflow_helpers import ROOT, job_counts, make_workdir, snakemake

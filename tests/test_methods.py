@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from lotto import methods
+from lotto import pruning as methods
 from lotto.masks import Mask
 from lotto.models import build_model, prunable_names
 

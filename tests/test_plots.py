@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lotto import analysis, plots
+from lotto.composability import analysis, plots
 
 REPLICATES = (0, 1)
 PRETRAIN = (0, 20)
@@ -326,7 +326,8 @@ def test_draw_leaves_global_matplotlib_state_alone(records, tmp_path):
 
 
 def test_figure_modules_do_not_import_torch():
-    code = ("import sys, matplotlib, lotto.analysis, lotto.plots; "
+    code = ("import sys, matplotlib, lotto.composability.analysis, lotto.composability.plots, lotto.zoo.analysis, "
+            "lotto.zoo.plots, lotto.imp.analysis, lotto.imp.plots; "
             "assert 'torch' not in sys.modules; "
             "assert matplotlib.get_backend().lower() == 'agg', matplotlib.get_backend()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -10,8 +10,9 @@ import torch
 import yaml
 
 from lotto import config as C
-from lotto import iterative, masks as M, methods, similarity
-from lotto.effective import effective_mask
+from lotto import masks as M, pruning as methods
+from lotto.zoo import iterative, similarity
+from lotto.zoo.effective import effective_mask
 from lotto.masks import Mask
 from lotto.models import build_model, prunable_names
 from workflow_helpers import ROOT, job_counts, make_workdir, snakemake

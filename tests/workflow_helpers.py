@@ -19,7 +19,7 @@ def make_workdir(tmp: Path) -> Path:
     shutil.copy(ROOT / "Snakefile", work / "Snakefile")
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
     shutil.copytree(ROOT / "workflow", work / "workflow", symlinks=True, dirs_exist_ok=True)
-    for extra in ("slurm",):
+    for extra in ("slurm", "envs"):
         if (ROOT / extra).exists():
             shutil.copytree(ROOT / extra, work / extra, symlinks=True, dirs_exist_ok=True)
     return work
@@ -56,3 +56,10 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
             elif line.strip() and not set(line.strip()) <= set("- "):
                 in_table = False
     return counts
+
+
+def cifar10_dir() -> Path:
+    """The real CIFAR-10 for the optional tests: $LOTTO_CIFAR10 (a folder with train.npz and test.npz), else a
+    shared/data/cifar10 folder beside the checkout (development machines); tests skip when it is absent."""
+    where = os.environ.get("LOTTO_CIFAR10")
+    return Path(where).resolve() if where else (ROOT / ".." / "shared" / "data" / "cifar10").resolve()

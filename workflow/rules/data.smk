@@ -12,5 +12,7 @@ rule stage_data:
         f"{ROOT}/logs/stage_data.log",
     params:
         cfg=cfg_arg("data"),
+    conda:
+        LOTTO_ENV
     shell:
         "lotto stage-data --config {params.cfg} --out {output} > {log} 2>&1"

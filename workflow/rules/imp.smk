@@ -10,118 +10,19 @@
 # Every level depends only on the levels below it, and each rule's params hold only the keys it uses,
 # so raising imp.levels (or imp.adaptive.levels) adds jobs without rerunning existing ones.
 
-IMP = config.get("imp")
-
 if IMP:
-    IMP_REPS = IMP["replicates"]
-    IMP_PRES = IMP["pretrain_steps"]
-    IMP_LEVELS = IMP["levels"]
-    _imp_top = [max(IMP_PRES)]
-    IMP_PAIR_PRES = _imp_top if IMP["pairwise_pretrain_steps"] is None else IMP["pairwise_pretrain_steps"]
-    IMP_SLICE = IMP["slice"]
-    IMP_SLICE_PRES = _imp_top if IMP_SLICE["pretrain_steps"] is None else IMP_SLICE["pretrain_steps"]
-    IMP_SLICE_REP = IMP_REPS[0]
-    IMP_AD = IMP["adaptive"]
-    IMP_AD_PRES = (_imp_top if IMP_AD["pretrain_steps"] is None else IMP_AD["pretrain_steps"]) if IMP_AD["enabled"] else []
-    IMP_DIR = PRE_DIR + "/imp"
-    IMP_BETAS = ",".join(repr(float(b)) for b in IMP["beta_grid"])
-    IMP_EVAL = f"--beta-grid {IMP_BETAS} --bn-stats {IMP['bn_stats']} --bn-images {IMP['bn_images']}"
-
-    def imp_level(rep, pre, chain, level):
-        """Folder of a level; the adaptive chain starts from the fixed chain's dense level 0."""
-        chain = "fixed" if int(level) == 0 else chain
-        return f"{ROOT}/rep{rep}/pre{pre}/imp/{chain}/level{level}"
-
-    def imp_ckpt(rep, pre, chain, level):
-        return imp_level(rep, pre, chain, level) + "/trained.safetensors"
-
-    def imp_metrics(rep, pre, chain, level):
-        return imp_level(rep, pre, chain, level) + "/metrics.json"
-
-    def imp_mask(rep, pre, chain, level):
-        return [] if int(level) == 0 else [imp_level(rep, pre, chain, level) + "/mask.mask"]
-
-    def imp_mask_opt(rep, pre, chain, level):
-        m = imp_mask(rep, pre, chain, level)
-        return f"--mask {m[0]}" if m else ""
-
-    def imp_path_record(rep, pre, a, b):
-        return f"{ROOT}/rep{rep}/pre{pre}/imp/fixed/paths/level{a}-level{b}.json"
-
-    def imp_slice_record(rep, pre, level):
-        return f"{ROOT}/rep{rep}/pre{pre}/imp/fixed/slices/level{level}.json"
-
-    def imp_noise(level):
-        return f"custom:imp-L{level}" if IMP["noise"] == "per_level" else "custom:imp"
-
-    def imp_chain_levels(chain):
-        return range(IMP_LEVELS) if chain == "fixed" else range(1, IMP_AD["levels"])
-
-    # --- what each figure reads -------------------------------------------------------------------
-    def imp_all_metrics(chain, pres):
-        return [imp_metrics(r, p, chain, L) for r in IMP_REPS for p in pres for L in imp_chain_levels(chain)]
-
-    def imp_dense_metrics():
-        return [imp_metrics(r, p, "fixed", 0) for r in IMP_REPS for p in IMP_PRES]
-
-    def imp_successive_paths():
-        return [imp_path_record(r, p, L, L + 1) for r in IMP_REPS for p in IMP_PRES for L in range(IMP_LEVELS - 1)]
-
-    def imp_pairwise_paths():
-        return [imp_path_record(r, p, a, b) for r in IMP_REPS for p in IMP_PAIR_PRES
-                for a in range(IMP_LEVELS) for b in range(a + 1, IMP_LEVELS)]
-
-    def imp_slices():
-        return [imp_slice_record(IMP_SLICE_REP, p, L) for p in IMP_SLICE_PRES for L in IMP_SLICE["levels"]]
-
-    def imp_adaptive_records():
-        return [imp_level(r, p, "adaptive", L) + "/prune.json" for r in IMP_REPS for p in IMP_AD_PRES
-                for L in imp_chain_levels("adaptive")]
-
-    IMP_FIGURES = {
-        "imp_paths": imp_successive_paths() + imp_dense_metrics(),
-        "imp_heatmap": imp_pairwise_paths() + imp_all_metrics("fixed", IMP_PAIR_PRES) + imp_dense_metrics(),
-        "imp_slices": imp_slices() + imp_dense_metrics(),
-        "imp_adaptive": imp_all_metrics("fixed", IMP_AD_PRES) + imp_all_metrics("adaptive", IMP_AD_PRES)
-        + imp_adaptive_records() + imp_dense_metrics(),
-    }
-    IMP_FIGURES = {name: list(dict.fromkeys(files)) for name, files in IMP_FIGURES.items()}  # each file once
-    if not IMP_PAIR_PRES:
-        del IMP_FIGURES["imp_heatmap"]
-    if not imp_slices():
-        del IMP_FIGURES["imp_slices"]
-    if not IMP_AD_PRES:
-        del IMP_FIGURES["imp_adaptive"]
-    IMP_TABLE = f"{ROOT}/tables/imp_adaptive.csv"
-
-    def imp_figure_files():
-        return [f"{ROOT}/figures/{n}{ext}" for n in IMP_FIGURES for ext in (".png", ".pdf", ".csv")]
-
-    def imp_artifacts():
-        out = []
-        for r in IMP_REPS:
-            for p in IMP_PRES:
-                out.append(rewind_path(r, p))
-                for L in range(IMP_LEVELS):
-                    out.append(imp_ckpt(r, p, "fixed", L))
-                    out += imp_mask(r, p, "fixed", L)
-            for p in IMP_AD_PRES:
-                for L in imp_chain_levels("adaptive"):
-                    out.append(imp_ckpt(r, p, "adaptive", L))
-                    out += imp_mask(r, p, "adaptive", L)
-        return out
 
     # --- rules ------------------------------------------------------------------------------------
     rule imp_train:
         input:
             data=DATA,
-            rewind=PRE_DIR + "/rewind.safetensors",
+            rewind=f"{PRE_DIR}/rewind.safetensors",
             mask=lambda w: imp_mask(w.rep, w.pre, w.chain, w.level),
         output:
-            ckpt=IMP_DIR + "/{chain}/level{level}/trained.safetensors",
-            metrics=IMP_DIR + "/{chain}/level{level}/metrics.json",
+            ckpt=f"{IMP_DIR}/{{chain}}/level{{level}}/trained.safetensors",
+            metrics=f"{IMP_DIR}/{{chain}}/level{{level}}/metrics.json",
         log:
-            IMP_DIR + "/{chain}/level{level}/train.log",
+            f"{IMP_DIR}/{{chain}}/level{{level}}/train.log",
         wildcard_constraints:
             chain="fixed|adaptive",
             level=r"\d+",
@@ -132,24 +33,22 @@ if IMP:
             labels=lambda w: labels_arg(
                 family="imp", replicate=int(w.rep), pretrain_steps=int(w.pre), chain=w.chain, level=int(w.level)
             ),
-            resume=lambda w, output: f"{RESUME}/{output.ckpt}.pt",
         threads: RES["train_threads"]
         resources:
             **train_resources(),
+        conda:
+            LOTTO_ENV
         shell:
-            "lotto train --config {params.cfg} --threads {threads} --data {input.data} --from {input.rewind} "
-            "--end end --replicate {wildcards.rep} --noise {params.noise} {params.mask} --kind trained "
-            "--metrics {output.metrics} --labels {params.labels} --resume-state {params.resume} "
-            "--out {output.ckpt} > {log} 2>&1"
+            train_shell("{input.rewind}", "{params.noise}", mask="{params.mask}")
 
     rule imp_prune:
         input:
             ckpt=lambda w: imp_ckpt(w.rep, w.pre, "fixed", int(w.level) - 1),
             mask=lambda w: imp_mask(w.rep, w.pre, "fixed", int(w.level) - 1),
         output:
-            IMP_DIR + "/fixed/level{level}/mask.mask",
+            f"{IMP_DIR}/fixed/level{{level}}/mask.mask",
         log:
-            IMP_DIR + "/fixed/level{level}/prune.log",
+            f"{IMP_DIR}/fixed/level{{level}}/prune.log",
         wildcard_constraints:
             level=r"[1-9]\d*",
         params:
@@ -159,6 +58,8 @@ if IMP:
                                         level=int(w.level)),
         resources:
             **light_resources(),
+        conda:
+            LOTTO_ENV
         shell:
             "lotto imp-prune --threads 1 --checkpoint {input.ckpt} {params.mask} --fraction {params.fraction} "
             "--labels {params.labels} --out {output} > {log} 2>&1"
@@ -171,10 +72,10 @@ if IMP:
             dense=lambda w: imp_ckpt(w.rep, w.pre, "fixed", 0),
             dense_metrics=lambda w: imp_metrics(w.rep, w.pre, "fixed", 0),
         output:
-            mask=IMP_DIR + "/adaptive/level{level}/mask.mask",
-            record=IMP_DIR + "/adaptive/level{level}/prune.json",
+            mask=f"{IMP_DIR}/adaptive/level{{level}}/mask.mask",
+            record=f"{IMP_DIR}/adaptive/level{{level}}/prune.json",
         log:
-            IMP_DIR + "/adaptive/level{level}/prune.log",
+            f"{IMP_DIR}/adaptive/level{{level}}/prune.log",
         wildcard_constraints:
             level=r"[1-9]\d*",
         params:
@@ -188,6 +89,8 @@ if IMP:
         threads: RES["train_threads"]
         resources:
             **train_resources(),
+        conda:
+            LOTTO_ENV
         shell:
             "lotto imp-adaptive-prune --config {params.cfg} --threads {threads} --data {input.data} "
             "--checkpoint {input.ckpt} {params.mask} --dense-checkpoint {input.dense} "
@@ -200,9 +103,9 @@ if IMP:
             a=lambda w: imp_ckpt(w.rep, w.pre, "fixed", w.a),
             b=lambda w: imp_ckpt(w.rep, w.pre, "fixed", w.b),
         output:
-            IMP_DIR + "/fixed/paths/level{a}-level{b}.json",
+            f"{IMP_DIR}/fixed/paths/level{{a}}-level{{b}}.json",
         log:
-            IMP_DIR + "/fixed/paths/level{a}-level{b}.log",
+            f"{IMP_DIR}/fixed/paths/level{{a}}-level{{b}}.log",
         wildcard_constraints:
             a=r"\d+",
             b=r"\d+",
@@ -214,6 +117,8 @@ if IMP:
         threads: RES["train_threads"]
         resources:
             **train_resources(),
+        conda:
+            LOTTO_ENV
         shell:
             "lotto imp-path --config {params.cfg} --threads {threads} --data {input.data} --a {input.a} "
             "--b {input.b} {params.opts} --labels {params.labels} --out {output} > {log} 2>&1"
@@ -225,9 +130,9 @@ if IMP:
             nxt=lambda w: imp_ckpt(w.rep, w.pre, "fixed", int(w.level) + 1),
             mask=lambda w: imp_mask(w.rep, w.pre, "fixed", int(w.level) + 1),
         output:
-            IMP_DIR + "/fixed/slices/level{level}.json",
+            f"{IMP_DIR}/fixed/slices/level{{level}}.json",
         log:
-            IMP_DIR + "/fixed/slices/level{level}.log",
+            f"{IMP_DIR}/fixed/slices/level{{level}}.log",
         wildcard_constraints:
             level=r"\d+",
         params:
@@ -240,6 +145,8 @@ if IMP:
         threads: RES["train_threads"]
         resources:
             **train_resources(),
+        conda:
+            LOTTO_ENV
         shell:
             "lotto imp-slice --config {params.cfg} --threads {threads} --data {input.data} "
             "--level-checkpoint {input.level} --next-checkpoint {input.nxt} --next-mask {input.mask} "
@@ -259,8 +166,10 @@ if IMP:
                 f"{ROOT}/logs/{_fig}.log",
             params:
                 name=_fig,
-                prefix=f"{ROOT}/figures/{_fig}",
+                prefix=lambda w, output: output[0][: -len(".png")],
             localrule: True
+            conda:
+                LOTTO_ENV
             shell:
                 "lotto imp-figure {params.name} --out-prefix {params.prefix} {input} > {log} 2>&1"
 
@@ -276,6 +185,8 @@ if IMP:
             params:
                 target=IMP_AD["target_sparsity"],
             localrule: True
+            conda:
+                LOTTO_ENV
             shell:
                 "lotto imp-table --target-sparsity {params.target} --out {output} {input} > {log} 2>&1"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lotto.masks import Mask
-from lotto.pruning import global_magnitude
+from lotto.pruning import prune_count
 
 
 def prune_remaining(weights: dict[str, torch.Tensor], fraction: float, current: Mask | None = None) -> Mask:
@@ -25,8 +25,7 @@ def prune_remaining(weights: dict[str, torch.Tensor], fraction: float, current: 
     d = sum(w.numel() for w in weights.values())
     kept = current.kept() if current is not None else d
     n_prune = (d - kept) + int(round(fraction * kept))
-    # global_magnitude takes a sparsity and prunes round(s * d): n/d * d rounds back to n exactly
-    mask = global_magnitude(weights, n_prune / d, current=current)
+    mask = prune_count(weights, n_prune, current=current)
     return mask.with_meta(method="imp", fraction=fraction)
 
 

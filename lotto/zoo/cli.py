@@ -9,12 +9,10 @@ weight statistics to the metrics. ``zoo-consensus`` builds the pret-a-porter con
 
 from __future__ import annotations
 
-import json
-import shlex
-
 from lotto import config as configmod
-from lotto.cli import _labels, _log, _setup_torch
+from lotto.runner import log as _log, parse_labels as _labels, setup_torch as _setup_torch
 from lotto.seeds import derive_seed
+from lotto.zoo import FIGURES
 
 
 def _zoo_noise(task: str) -> str:
@@ -24,8 +22,9 @@ def _zoo_noise(task: str) -> str:
 
 def cmd_zoo_iterate(args) -> None:
     _setup_torch(args.threads)
-    from lotto import cli, effective, io, iterative, methods
+    from lotto import io, pruning, runner
     from lotto.data import DeviceData
+    from lotto.zoo import effective, iterative
     from lotto.masks import Mask
 
     cfg = configmod.load(args.config, partial=True)
@@ -36,8 +35,8 @@ def cmd_zoo_iterate(args) -> None:
     data = DeviceData.load(args.data, device="cpu", augment=False)
     shape = (data.in_channels, data.image_size, data.num_classes)
     if shape != (m["in_channels"], m["image_size"], m["num_classes"]):
-        raise SystemExit(
-            f"lotto: task {args.task!r} ({args.data}) has {shape[0]}x{shape[1]}x{shape[1]} images and {shape[2]} "
+        raise ValueError(
+            f"task {args.task!r} ({args.data}) has {shape[0]}x{shape[1]}x{shape[1]} images and {shape[2]} "
             f"classes, but the shared initialisation {args.init} was built for {m['in_channels']}x"
             f"{m['image_size']}x{m['image_size']} and {m['num_classes']} classes: zoo tasks are converted like "
             "the main task, so set data.image_size and data.channels to give every task one shape"
@@ -47,7 +46,7 @@ def cmd_zoo_iterate(args) -> None:
     weights = {n: prev_state[n] for n in prunable}
     labels = {"task": args.task, "method": args.method, "handling": args.handling, "iteration": args.iteration,
               "replicate": args.replicate}
-    mask = methods.prune(args.method, weights, args.rate, current, dim=args.dim, seed=seed).with_meta(
+    mask = pruning.prune(args.method, weights, args.rate, current, dim=args.dim, seed=seed).with_meta(
         **labels, previous=str(args.previous), previous_mask=args.previous_mask,
     )
     rewind = None
@@ -61,9 +60,9 @@ def cmd_zoo_iterate(args) -> None:
 
     total = Schedule.from_config(cfg["training"], data.num_train).total_steps
     if start >= total:
-        raise SystemExit(f"lotto: round {args.iteration} ({args.handling}) would start at step {start}, but the "
+        raise ValueError(f"round {args.iteration} ({args.handling}) would start at step {start}, but the "
                          f"schedule ends at step {total}: lower zoo.finetune_start / zoo.rewind_step")
-    model = cli._model_from_checkpoint(init_state, init_meta, cfg["model"])
+    model = runner.model_from_checkpoint(init_state, init_meta, cfg["model"])
     eff = effective.effective_mask(model, mask, m["in_channels"], m["image_size"])
     mask.save(args.out_mask)
     io.save_checkpoint(args.out_start, start_state, {
@@ -74,18 +73,11 @@ def cmd_zoo_iterate(args) -> None:
     _log(f"{args.method} round {args.iteration} ({args.handling}): kept {mask.kept()} of {mask.total} "
          f"(effective {eff.kept()}), training from step {start}")
 
-    train_argv = [
-        "train", "--config", args.config, "--data", args.data, "--from", args.out_start, "--end", "end",
-        "--replicate", str(args.replicate), "--noise", _zoo_noise(args.task), "--mask", args.out_mask,
-        "--kind", "trained", "--metrics", args.metrics, "--labels", json.dumps(labels), "--out", args.out,
-    ]
-    if args.threads:
-        train_argv += ["--threads", str(args.threads)]
-    if args.resume_state:
-        train_argv += ["--resume-state", args.resume_state]
-    _log("lotto " + " ".join(shlex.quote(a) for a in train_argv))
-    targs = cli.build_parser().parse_args(train_argv)
-    targs.func(targs)
+    runner.run_training(
+        cfg, args.data, args.out_start, args.out, replicate=args.replicate, noise=_zoo_noise(args.task),
+        mask_path=args.out_mask, kind="trained", metrics_path=args.metrics, labels=labels,
+        resume_state=args.resume_state,
+    )
 
     trained, _ = io.load_checkpoint(args.out)
     record = io.read_json(args.metrics)
@@ -106,8 +98,8 @@ def cmd_zoo_iterate(args) -> None:
 
 
 def cmd_zoo_consensus(args) -> None:
-    from lotto import similarity
     from lotto.masks import Mask
+    from lotto.zoo import similarity
 
     loaded = [Mask.load(p) for p in args.masks]
     m = args.min if args.min is not None else len(loaded)
@@ -118,8 +110,9 @@ def cmd_zoo_consensus(args) -> None:
 
 def cmd_zoo_ensemble(args) -> None:
     torch = _setup_torch(args.threads)
-    from lotto import cli, io, train, zoo_plots
+    from lotto import io, runner, train
     from lotto.data import DeviceData
+    from lotto.zoo import plots as zoo_plots
 
     cfg = configmod.load(args.config, partial=True)
     device = train.pick_device(cfg["training"]["device"])
@@ -127,7 +120,7 @@ def cmd_zoo_ensemble(args) -> None:
     members = []
     for path in args.checkpoints:
         state, meta = io.load_checkpoint(path)
-        model = cli._model_from_checkpoint(state, meta, cfg["model"]).to(device).eval()
+        model = runner.model_from_checkpoint(state, meta, cfg["model"]).to(device).eval()
         probs, ys = [], []
         with torch.inference_mode():
             for x, y in data.test_batches(cfg["training"]["eval_batch_size"]):
@@ -173,7 +166,7 @@ def _frame(rows):
 
 
 def cmd_zoo_figure(args) -> None:
-    from lotto import zoo_analysis, zoo_plots
+    from lotto.zoo import analysis as zoo_analysis, plots as zoo_plots
 
     table = zoo_analysis.figure_table(args.name, args.inputs)
     zoo_plots.draw(args.name, table, args.out_prefix)
@@ -181,8 +174,6 @@ def cmd_zoo_figure(args) -> None:
 
 
 def register(add, common) -> None:
-    from lotto.zoo_analysis import FIGURES  # no heavy imports there: `lotto --help` stays instant
-
     sp = add("zoo-iterate", cmd_zoo_iterate,
              "One round of iterative pruning (Paganini & Forde): prune the previous round's trained network "
              "with --method, start the survivors as --handling says, train them (lotto train), and record "

@@ -1,4 +1,4 @@
-"""Seaborn figures of the zoo family from the tables of :mod:`lotto.zoo_analysis` (no torch, no pyplot state).
+"""Seaborn figures of the zoo family from the tables of :mod:`lotto.zoo.analysis` (no torch, no pyplot state).
 
 :func:`draw` writes ``<prefix>.png``, ``<prefix>.pdf`` and ``<prefix>.csv`` (the table it plots, every row,
 every replicate) atomically. Means over replicates are plotted.
@@ -7,13 +7,9 @@ every replicate) atomically. Means over replicates are plotted.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-import matplotlib
-
-if "matplotlib.pyplot" not in sys.modules:  # seaborn imports pyplot: never let it pick a GUI backend
-    matplotlib.use("Agg")
+from lotto.figures import new_figure, save, style  # first: selects the Agg backend
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -21,15 +17,12 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from lotto.plots import DPI, save  # noqa: E402
-from lotto.similarity import NETWORK  # noqa: E402
-
-
+from lotto.zoo.similarity import NETWORK  # noqa: E402
 
 def _grid(n: int, ncols: int = 3, size=(4.2, 3.4)):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    fig = new_figure((size[0] * ncols, size[1] * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -148,7 +141,7 @@ def _stability(t: pd.DataFrame) -> Figure:
     task = t["task"].value_counts().index[0]
     t = t[t["task"] == task]
     methods = list(dict.fromkeys(t["method"]))
-    fig = Figure(figsize=(4.2 * len(methods), 6.8), layout="constrained")
+    fig = new_figure((4.2 * len(methods), 6.8))
     axes = fig.subplots(2, len(methods), squeeze=False)
     for j, method in enumerate(methods):
         sub = t[t["method"] == method]
@@ -173,7 +166,7 @@ def _transfer(t: pd.DataFrame) -> Figure:
     mat = t.groupby(["ticket", "target"])["test_accuracy"].mean().unstack("target")
     order = [i for i in mat.index if i.startswith("bespoke_")] + [i for i in mat.index if not i.startswith("bespoke_")]
     mat = mat.loc[order]
-    fig = Figure(figsize=(2.0 + 1.6 * mat.shape[1], 1.5 + 0.7 * mat.shape[0]), layout="constrained")
+    fig = new_figure((2.0 + 1.6 * mat.shape[1], 1.5 + 0.7 * mat.shape[0]))
     ax = fig.subplots()
     sns.heatmap(mat, ax=ax, annot=True, fmt=".3f", cmap="magma", cbar_kws={"label": "test accuracy"})
     sp = t.groupby("ticket")["sparsity"].mean()
@@ -193,7 +186,7 @@ def _ensemble(t: pd.DataFrame) -> Figure:
     order = list(dict.fromkeys(pairs["a"]))
     agree, acc = agree.loc[order, order], acc.loc[order, order]
     whole = float(t.loc[t["a"] == "all", "accuracy"].iloc[0])
-    fig = Figure(figsize=(2.5 + 2.2 * len(order), 1.8 + 0.55 * len(order)), layout="constrained")
+    fig = new_figure((2.5 + 2.2 * len(order), 1.8 + 0.55 * len(order)))
     ax1, ax2 = fig.subplots(1, 2)
     _heatmap(ax1, agree, "prediction agreement", "fraction of test images, same class", vmin=None, vmax=1.0)
     _heatmap(ax2, acc, "accuracy of the pair's averaged softmax\n(diagonal: the network alone)", "test accuracy",
@@ -224,8 +217,7 @@ def draw(name: str, table: pd.DataFrame, out_prefix: str | Path) -> dict[str, Pa
         raise ValueError(f"unknown zoo figure {name!r}")
     if table.empty:
         raise ValueError(f"{name}: nothing to plot (empty table)")
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.8), \
-            matplotlib.rc_context({"pdf.fonttype": 42, "savefig.dpi": DPI}):
+    with style(font_scale=0.8):
         fig = _DRAW[name](table)
         for ax in fig.axes:  # rounds are whole numbers
             if ax.get_xlabel().startswith("pruning round"):

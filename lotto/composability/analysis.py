@@ -21,27 +21,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from lotto.composability import ACCURACY_VIEWS, FIGURES
+
 TICKETS_COMPOSED = ("union", "intersection")
 TICKETS_BASELINE = ("oneshot", "random")
 TICKET_DENSE = "dense"
 TICKETS_METRICS = TICKETS_COMPOSED + TICKETS_BASELINE + (TICKET_DENSE,)
-
-FIGURES: dict[str, str] = {
-    "fig1a": "overlap of the pruned weights of k=2 sibling masks vs target sparsity, one line per pretraining t, with chance s",
-    "fig1b": "overlap of the pruned weights of k sibling masks vs target sparsity at the largest t, one line per k, with chance s**(k-1)",
-    "fig2a": "test accuracy of the union of k=2 sibling masks vs its sparsity, one line per t, with one-shot, random-ticket and dense baselines",
-    "fig2b": "test accuracy of the intersection of k=2 sibling masks vs its sparsity, one line per t, with one-shot, random-ticket and dense baselines",
-    "fig2c": "test accuracy of the union of k sibling masks vs its sparsity at the largest t, one line per k, with baselines",
-    "fig2d": "test accuracy of the intersection of k sibling masks vs its sparsity at the largest t, one line per k, with baselines",
-}
-
-# Which composition each accuracy figure shows, and whether it is the k=2 / all-t or the largest-t / all-k view.
-_FIG2 = {
-    "fig2a": ("union", "by_t"),
-    "fig2b": ("intersection", "by_t"),
-    "fig2c": ("union", "by_k"),
-    "fig2d": ("intersection", "by_k"),
-}
 
 OVERLAP_COLUMNS = ["replicate", "pretrain_steps", "k", "target_sparsity", "overlap", "chance"]
 ACCURACY_COLUMNS = ["replicate", "pretrain_steps", "ticket", "k", "target_sparsity", "sparsity", "test_accuracy"]
@@ -244,7 +229,7 @@ _TICKET_ORDER = {t: i for i, t in enumerate(TICKETS_COMPOSED + TICKETS_BASELINE 
 
 
 def _accuracy_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
-    op, view = _FIG2[name]
+    op, view = ACCURACY_VIEWS[name]
     what = f"{name} ({FIGURES[name]})"
     _check_columns(df, ["record", "replicate", "pretrain_steps", "ticket", "k", "target_sparsity", "sparsity",
                         "test_accuracy"], what)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lotto.masks import Mask, _check_same_layout, jaccard_distance
+from lotto.masks import Mask, check_same_layout, jaccard_distance, vote
 
 NETWORK = "network"  # the layer label of the whole-network distance
 
@@ -24,7 +24,7 @@ def _jaccard_bools(a: np.ndarray, b: np.ndarray) -> float:
 
 def layer_jaccard(a: Mask, b: Mask) -> dict[str, float]:
     """Per-layer Jaccard distance, plus the whole network under the key ``"network"``."""
-    _check_same_layout([a, b])
+    check_same_layout([a, b])
     la, lb = a.layers(), b.layers()
     out = {name: _jaccard_bools(la[name], lb[name]) for name in la}
     out[NETWORK] = jaccard_distance(a, b)
@@ -33,12 +33,7 @@ def layer_jaccard(a: Mask, b: Mask) -> dict[str, float]:
 
 def consensus(masks: Sequence[Mask], m: int) -> Mask:
     """Keep a weight kept by at least ``m`` of the masks (m = len(masks): intersection; m = 1: union)."""
-    _check_same_layout(masks)
-    if not 1 <= m <= len(masks):
-        raise ValueError(f"consensus threshold m={m} must be between 1 and the number of masks ({len(masks)})")
-    votes = np.sum([mk.flat_bools().astype(np.int32) for mk in masks], axis=0)
-    keep = votes >= m
-    return Mask(masks[0].layout, np.packbits(keep), {"consensus_of": len(masks), "m": m})
+    return vote(masks, m).with_meta(consensus_of=len(masks), m=m)
 
 
 def pairwise_rows(items: Sequence[tuple[dict, Mask]], by: str, group: Sequence[str]) -> list[dict]:

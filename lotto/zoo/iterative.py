@@ -21,7 +21,20 @@ import torch
 
 from lotto.masks import Mask
 
-HANDLINGS = ("rewind_init", "rewind_t", "finetune", "reinit_sign")
+#: name -> rule(prunable, init, rewind, previous, finetune_start) -> (state, step); each input is (state, step)
+HANDLINGS: dict = {}
+
+
+def register_handling(name: str):
+    """Decorator: add a way of handling the surviving weights to :data:`HANDLINGS` (the schema's list)."""
+
+    def deco(fn):
+        if name in HANDLINGS:
+            raise ValueError(f"handling {name!r} is registered twice")
+        HANDLINGS[name] = fn
+        return fn
+
+    return deco
 
 
 def sign_reinit(init_state: dict, prunable: list[str]) -> dict:
@@ -33,22 +46,36 @@ def sign_reinit(init_state: dict, prunable: list[str]) -> dict:
     return out
 
 
+@register_handling("rewind_init")
+def _rewind_init(prunable, init, rewind, previous, finetune_start):
+    return dict(init[0]), 0
+
+
+@register_handling("rewind_t")
+def _rewind_t(prunable, init, rewind, previous, finetune_start):
+    if rewind is None:
+        raise ValueError("handling 'rewind_t' needs the rewind point's checkpoint")
+    return dict(rewind[0]), int(rewind[1])
+
+
+@register_handling("finetune")
+def _finetune(prunable, init, rewind, previous, finetune_start):
+    if previous is None:
+        raise ValueError("handling 'finetune' needs the previous round's trained checkpoint")
+    return dict(previous[0]), int(finetune_start)
+
+
+@register_handling("reinit_sign")
+def _reinit_sign(prunable, init, rewind, previous, finetune_start):
+    return sign_reinit(init[0], prunable), 0
+
+
 def start_point(handling: str, prunable: list[str], init: tuple[dict, int], rewind: tuple[dict, int] | None,
                 previous: tuple[dict, int] | None, finetune_start: int = 0) -> tuple[dict, int]:
     """(state dict, schedule step) a pruning round's training starts from. Each argument is (state, step)."""
-    if handling == "rewind_init":
-        return dict(init[0]), 0
-    if handling == "rewind_t":
-        if rewind is None:
-            raise ValueError("handling 'rewind_t' needs the rewind point's checkpoint")
-        return dict(rewind[0]), int(rewind[1])
-    if handling == "finetune":
-        if previous is None:
-            raise ValueError("handling 'finetune' needs the previous round's trained checkpoint")
-        return dict(previous[0]), int(finetune_start)
-    if handling == "reinit_sign":
-        return sign_reinit(init[0], prunable), 0
-    raise ValueError(f"unknown handling {handling!r}; known: {', '.join(HANDLINGS)}")
+    if handling not in HANDLINGS:
+        raise ValueError(f"unknown handling {handling!r}; known: {', '.join(HANDLINGS)}")
+    return HANDLINGS[handling](prunable, init, rewind, previous, finetune_start)
 
 
 def layer_stats(init_state: dict, trained_state: dict, mask: Mask) -> list[dict]:

@@ -10,17 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FIGURES = (
-    "zoo_jaccard_methods",   # Jaccard distance between methods' last-round masks (heatmap per handling)
-    "zoo_jaccard_layers",    # the same per layer
-    "zoo_jaccard_handlings", # between handlings (rewinding vs finetuning ...) per round and layer
-    "zoo_jaccard_tasks",     # between the bespoke tickets of different tasks per round and layer
-    "zoo_effective",         # explicit vs effective remaining weights per round (their Table 1)
-    "zoo_accuracy",          # test accuracy per round, method and handling
-    "zoo_stability",         # per-layer std of ticket weights at init vs the layer's, and weight values per round
-    "zoo_transfer",          # pret-a-porter: every ticket retrained on every task
-    "zoo_ensemble",          # ensembles of the methods' networks and their prediction agreement
-)
+from lotto.zoo import FIGURES
 
 _JACCARD = {
     "zoo_jaccard_methods": ("method", ["replicate", "task", "handling", "iteration"]),
@@ -41,7 +31,7 @@ def jaccard_table(name: str, mask_paths):
     import pandas as pd
 
     from lotto.masks import Mask
-    from lotto.similarity import pairwise_rows
+    from lotto.zoo.similarity import pairwise_rows
 
     by, group = _JACCARD[name]
     items = []

@@ -1,4 +1,4 @@
-"""Seaborn-styled figures from the tidy tables of :mod:`lotto.analysis` (no torch, no pyplot state).
+"""Seaborn-styled figures from the tidy tables of :mod:`lotto.composability.analysis` (no torch, no pyplot state).
 
 :func:`draw` renders one figure and writes ``<out_prefix>.png``, ``<out_prefix>.pdf`` and ``<out_prefix>.csv``
 (the table itself), each atomically. Figures are drawn on an explicit Agg canvas (never through pyplot's
@@ -8,24 +8,19 @@ was already imported by the caller.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import matplotlib
-
-if "matplotlib.pyplot" not in sys.modules:  # seaborn imports pyplot: make sure it never picks a GUI backend
-    matplotlib.use("Agg")
+from lotto.figures import DPI, new_figure, save, style  # first: selects the Agg backend
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from lotto.analysis import _FIG2, ACCURACY_COLUMNS, FIGURES, OVERLAP_COLUMNS  # noqa: E402
-from lotto.io import atomic_write  # noqa: E402
+from lotto.composability import ACCURACY_VIEWS, FIGURES  # noqa: E402
+from lotto.composability.analysis import ACCURACY_COLUMNS, OVERLAP_COLUMNS  # noqa: E402
 
 X_LABEL_TARGET = "target sparsity (fraction of weights pruned)"
 X_LABEL_SPARSITY = "sparsity of the mask (fraction of weights pruned)"
@@ -46,7 +41,6 @@ _STYLE = {
 _BASELINE_COLOR = {"oneshot": "0.15", "random": "0.55"}
 _DENSE_COLOR = "0.0"
 
-DPI = 150
 _LOGIT_TICKS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999,
                 0.9995, 0.9999)
 FIGSIZE = (8.0, 4.8)
@@ -170,7 +164,7 @@ def _replicate_note(t: pd.DataFrame) -> str:
 
 
 def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
-    op, view = _FIG2[name]
+    op, view = ACCURACY_VIEWS[name]
     ax = fig.add_subplot()
     comp = t[t["ticket"] == op]
     base = t[t["ticket"].isin(("oneshot", "random"))]
@@ -256,18 +250,12 @@ def _draw_dense(ax, dense: pd.DataFrame, color) -> None:
 def render(name: str, table: pd.DataFrame, xscale: str = "auto") -> Figure:
     """Build the matplotlib Figure for ``name`` from its table (no files written)."""
     t = _prepare(name, table)
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(FIGSIZE)
     if name in ("fig1a", "fig1b"):
         _draw_overlap(name, t, fig, xscale)
     else:
         _draw_accuracy(name, t, fig, xscale)
     return fig
-
-
-def _style():
-    rc = {"pdf.fonttype": 42, "ps.fonttype": 42, "axes.titlesize": "medium", "savefig.dpi": DPI}
-    return sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85), matplotlib.rc_context(rc)
 
 
 def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "auto") -> dict[str, Path]:
@@ -277,24 +265,7 @@ def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "
     ``xscale``: "auto" (logit when the sparsities exceed 0.95, else linear), "linear" or "logit".
     Returns the three paths.
     """
-    axes_style, context, rc = _style()
-    with rc, axes_style, context:
+    with style():
         fig = render(name, table, xscale=xscale)
         return save(fig, table, out_prefix)
 
-
-def save(fig: Figure, table: pd.DataFrame, out_prefix: str | Path) -> dict[str, Path]:
-    """Write ``<out_prefix>.png/.pdf`` of ``fig`` and ``<out_prefix>.csv`` of the table it plots, each atomically.
-
-    Call it inside the style context the figure was drawn in (savefig reads some rc values). The PDF carries
-    no dates, so rebuilding an unchanged figure gives the same bytes.
-    """
-    prefix = str(out_prefix)
-    paths = {ext: Path(f"{prefix}.{ext}") for ext in ("png", "pdf", "csv")}
-    with atomic_write(paths["png"], suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    with atomic_write(paths["pdf"], suffix=".pdf") as tmp:
-        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
-    with atomic_write(paths["csv"], suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False)
-    return paths

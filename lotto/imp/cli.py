@@ -6,23 +6,25 @@ Level training itself is ``lotto train --mask``. Heavy imports happen inside the
 from __future__ import annotations
 
 from lotto import config as configmod
-from lotto.cli import _labels, _log, _model_from_checkpoint, _setup_torch
+from lotto.imp import FIGURES
+from lotto.runner import log as _log, model_from_checkpoint as _model_from_checkpoint
+from lotto.runner import parse_labels as _labels, setup_torch as _setup_torch
 
 
 def _floats(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise SystemExit(f"lotto: {what} must be numbers separated by commas or spaces, got {text!r}")
+        raise ValueError(f"{what} must be numbers separated by commas or spaces, got {text!r}")
     if not values:
-        raise SystemExit(f"lotto: {what} is empty")
+        raise ValueError(f"{what} is empty")
     return values
 
 
 def _betas(text: str) -> list[float]:
     betas = _floats(text, "--beta-grid")
     if betas[0] != 0.0 or betas[-1] != 1.0 or any(b >= c for b, c in zip(betas, betas[1:])):
-        raise SystemExit(f"lotto: --beta-grid must increase from 0 to 1, got {text!r}")
+        raise ValueError(f"--beta-grid must increase from 0 to 1, got {text!r}")
     return betas
 
 
@@ -49,7 +51,7 @@ class _Setup:
         self.names = self.meta["prunable"]
 
     def scorer(self, split: str, limit: int | None, bn_stats: str, bn_images: int):
-        from lotto import connectivity as C
+        from lotto.imp import connectivity as C
 
         bs = self.tcfg["eval_batch_size"]
         if split == "test":
@@ -61,18 +63,20 @@ class _Setup:
         return C.Scorer(self.model, batches, bn_stats=bn_stats, bn_batches=bn, device=self.device)
 
     def load(self, path: str) -> dict:
-        from lotto import connectivity as C, io
+        from lotto import io
+        from lotto.imp import connectivity as C
 
         state, meta = io.load_checkpoint(path)
         if meta.get("prunable") != self.names or set(state) != set(self.state):
-            raise SystemExit(f"lotto: {path} is not the same network as the other checkpoint")
+            raise ValueError(f"{path} is not the same network as the other checkpoint")
         return C.to_device(state, self.device)
 
 
 # --- subcommands --------------------------------------------------------------------------------
 def cmd_imp_prune(args) -> None:
     _setup_torch(args.threads)
-    from lotto import imp, io, pruning
+    from lotto import io, pruning
+    from lotto.imp import pruning as imp
     from lotto.masks import Mask
 
     state, meta = io.load_checkpoint(args.checkpoint)
@@ -89,12 +93,13 @@ def cmd_imp_prune(args) -> None:
 
 def cmd_imp_adaptive_prune(args) -> None:
     _setup_torch(args.threads)
-    from lotto import connectivity as C, imp, io, pruning
+    from lotto import io, pruning
+    from lotto.imp import connectivity as C, pruning as imp
     from lotto.masks import Mask
 
     ratios = sorted(_floats(args.ratios, "--ratios"))
     if not all(0.0 < r < 1.0 for r in ratios):
-        raise SystemExit(f"lotto: --ratios must lie in (0, 1), got {args.ratios!r}")
+        raise ValueError(f"--ratios must lie in (0, 1), got {args.ratios!r}")
     betas = _betas(args.beta_grid)
     dense_rec = io.read_json(args.dense_metrics)
     eps = float(dense_rec["last_epoch_train_loss_std"])
@@ -145,7 +150,8 @@ def cmd_imp_adaptive_prune(args) -> None:
 
 def cmd_imp_path(args) -> None:
     _setup_torch(args.threads)
-    from lotto import connectivity as C, io
+    from lotto import io
+    from lotto.imp import connectivity as C
 
     betas = _betas(args.beta_grid)
     s = _Setup(args, args.a)
@@ -178,7 +184,8 @@ def cmd_imp_path(args) -> None:
 
 def cmd_imp_slice(args) -> None:
     _setup_torch(args.threads)
-    from lotto import connectivity as C, imp, io
+    from lotto import io
+    from lotto.imp import connectivity as C, pruning as imp
     from lotto.masks import Mask
 
     s = _Setup(args, args.level_checkpoint)
@@ -186,7 +193,7 @@ def cmd_imp_slice(args) -> None:
     nxt = s.load(args.next_checkpoint)
     mask = Mask.load(args.next_mask)
     if mask.names != s.names:
-        raise SystemExit(f"lotto: mask {args.next_mask} does not fit {args.level_checkpoint}")
+        raise ValueError(f"mask {args.next_mask} does not fit {args.level_checkpoint}")
     projected = imp.project(w, mask)
     params = [n for n, _ in s.model.named_parameters()]
     plane = C.Plane(w, projected, nxt, params)
@@ -215,19 +222,19 @@ def cmd_imp_slice(args) -> None:
 
 
 def cmd_imp_figure(args) -> None:
-    from lotto import imp_plots
+    from lotto.imp import analysis, plots
 
-    records = imp_plots.load(args.inputs)
-    table = imp_plots.table(args.name, records)
-    imp_plots.draw(args.name, table, args.out_prefix)
+    records = analysis.load(args.inputs)
+    table = analysis.table(args.name, records)
+    plots.draw(args.name, table, args.out_prefix)
     _log(f"{args.name}: {len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
 
 
 def cmd_imp_table(args) -> None:
-    from lotto import imp_plots
+    from lotto.imp import analysis
     from lotto.io import atomic_write
 
-    table = imp_plots.rounds_table(imp_plots.load(args.inputs), args.target_sparsity)
+    table = analysis.rounds_table(analysis.load(args.inputs), args.target_sparsity)
     with atomic_write(args.out, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     _log(f"retraining rounds to sparsity {args.target_sparsity}: {len(table)} rows -> {args.out}")
@@ -302,7 +309,7 @@ def register(add, common) -> None:
     sp = add("imp-figure", cmd_imp_figure,
              "Draw one IMP figure (PNG, PDF and the CSV it plots): imp_paths, imp_heatmap, imp_slices or "
              "imp_adaptive.")
-    sp.add_argument("name")
+    sp.add_argument("name", choices=list(FIGURES), help="figure name")
     sp.add_argument("--out-prefix", required=True)
     sp.add_argument("inputs", nargs="+", help="path / slice / adaptive-prune records and level metrics")
 
