@@ -1,16 +1,25 @@
 """Configuration: load YAML/JSON, fill schema defaults, validate with errors that name the key.
 
-No torch here: the Snakefile validates the config with this module at parse time.
+No torch here: the Snakefile validates the config with this module at parse time (``validate_workflow``),
+so every mistake that is knowable from the config alone is refused before any job runs: wrong types and
+unknown keys (the JSON schema), NaN/infinity, rewind points past the end of the schedule, milestones past
+``training.epochs``, schedules of 0 steps, train/test/batch sizes larger than the data set (from the
+catalog ``lotto.datasets``), a local ``data.path`` that does not exist, duplicate keys in a config file.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import yaml
+
+from lotto.datasets import CATALOG, NUM_CLASSES, validation_count
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 
@@ -57,6 +66,222 @@ def _key(path) -> str:
     return out or "<top level>"
 
 
+# ------------------------------------------------------------------------------------------------------------
+# reading config files
+# ------------------------------------------------------------------------------------------------------------
+
+# YAML 1.2 number forms that YAML 1.1 (PyYAML, Snakemake) reads as strings: an exponent without a dot or
+# without a sign (1e-3, 5E4, 1.0e5). Researchers write learning rates this way all the time.
+_YAML12_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 exponent floats. Otherwise YAML 1.1 on purpose, like Snakemake's
+    loader, so that a file means the same to ``lotto validate`` and to the Snakefile."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_EXP_FLOAT, list("-+0123456789."))
+
+
+def _display(path) -> str:
+    """``path`` relative to the working directory when it lies below it (Snakemake hands absolute paths)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else str(p)
+    except ValueError:
+        return str(p)
+
+
+def _check_duplicate_keys(node, where: str, path=(), seen_nodes=None) -> None:
+    """Refuse a mapping that repeats a key: YAML loaders keep the last one silently (a second ``training:``
+    block would replace the first, and the run would take defaults the user never asked for)."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:  # an alias of a node already checked (also guards recursive anchors)
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            line = key_node.start_mark.line + 1
+            if name in first:
+                dotted = _key([*path, name])
+                raise ConfigError(
+                    f"config file {where}, line {line}: duplicate key '{dotted}' (first given at line {first[name]}); "
+                    "a YAML/JSON loader silently keeps only the last one: merge the two or delete one"
+                )
+            first[name] = line
+            _check_duplicate_keys(value_node, where, (*path, name), seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, where, (*path, i), seen_nodes)
+
+
+def _yaml_error(where: str, exc: yaml.YAMLError) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = f", line {mark.line + 1}" if mark is not None else ""
+    what = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
+    ctx = getattr(exc, "context_mark", None)
+    if ctx is not None and mark is not None and ctx.line != mark.line:
+        what += f" (the construct began at line {ctx.line + 1})"
+    return ConfigError(f"config file {where}{line}: not valid YAML: {what}; check the indentation (spaces, "
+                       "no tabs), brackets and quotes there")
+
+
+def _no_duplicate_pairs(where: str):
+    def hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise ConfigError(f"{where}: duplicate key '{k}': a JSON loader silently keeps only the last one: "
+                                  "merge the two or delete one")
+            out[k] = v
+        return out
+    return hook
+
+
+def read_config_file(path) -> dict:
+    """The mapping in the YAML/JSON file ``path``; refuses syntax errors, empty files and duplicate keys,
+    naming the file and the line."""
+    where = _display(path)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {where}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {where}: cannot be read ({exc})") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_duplicate_keys(node, where)
+            data = loader.construct_document(node)
+        else:
+            data = None
+    except yaml.YAMLError as exc:
+        # JSON that PyYAML cannot read (tabs as indentation, say) is still a config: Snakemake reads JSON first
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs(f"config file {where}"))
+        except json.JSONDecodeError:
+            raise _yaml_error(where, exc) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise ConfigError(f"config file {where}, line 1: the file is empty (or holds only comments); "
+                          "a config is a mapping of keys to values, starting with e.g. `experiment: my-run`")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {where}, line 1: the top level must be a mapping of keys to values "
+                          f"(experiment:, data:, model:, ...), not a {type(data).__name__}")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------------------
+# values: number-like strings, NaN/infinity
+# ------------------------------------------------------------------------------------------------------------
+
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_NULLS = {"null", "Null", "NULL", "~"}
+
+
+def _types(schema: dict) -> set[str]:
+    if "enum" in schema:
+        names = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string"}
+        return {names.get(type(v), "other") for v in schema["enum"]}
+    t = schema.get("type")
+    return set() if t is None else ({t} if isinstance(t, str) else set(t))
+
+
+def _number(text: str):
+    s = text.strip()
+    if _INT.match(s):
+        return int(s)
+    if _FLOAT.match(s):
+        return float(s)
+    if _INF.match(s):
+        return -math.inf if s.startswith("-") else math.inf
+    if _NAN.match(s):
+        return math.nan
+    return None
+
+
+def _coerce(value: Any, schema: dict) -> Any:
+    """``value`` with strings read as the numbers/booleans/nulls they spell where the schema wants one.
+
+    Snakemake reads config files with YAML 1.1 (``1e-3`` is a string there) and ``--config`` values nested in
+    a mapping as plain strings; a quoted ``"1e-3"`` means the number too. Integral floats become ints where
+    the schema wants an integer (``pretrain_steps: [5.0e2]`` must name ``pre500``, not ``pre500.0``).
+    """
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [_coerce(v, items) for v in value] if isinstance(items, dict) else value
+    types = _types(schema)
+    if isinstance(value, str):
+        declared = schema.get("type")
+        wants_string = declared == "string" or (isinstance(declared, list) and "string" in declared)
+        if not types or wants_string or value in schema.get("enum", ()):
+            return value
+        num = _number(value)
+        if num is not None and types & {"number", "integer"}:
+            value = num
+        elif value in _BOOLS and "boolean" in types:
+            return _BOOLS[value]
+        elif value.strip() in _NULLS and "null" in types:
+            return None
+        else:
+            return value
+    if (isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types):
+        return int(value)
+    return value
+
+
+def _expect(schema: dict) -> str:
+    """What the schema accepts, in words (for the 'valid: ...' part of a message)."""
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(c) for c in schema["enum"])
+    parts = []
+    for ty in sorted(_types(schema), key=["integer", "number", "string", "boolean", "array", "object", "null"].index):
+        if ty in ("integer", "number"):
+            bounds = [f"{op} {schema[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                       ("maximum", "<="), ("exclusiveMaximum", "<")) if k in schema]
+            parts.append(("an integer" if ty == "integer" else "a finite number") + (" " + " and ".join(bounds) if bounds else ""))
+        else:
+            parts.append({"string": "a string", "boolean": "true or false", "array": "a list",
+                          "object": "a mapping", "null": "null"}[ty])
+    return " or ".join(parts) or "see lotto/schemas/config.schema.yaml"
+
+
+def _non_finite(value: Any, schema: dict, path=()) -> list[str]:
+    """Every NaN/infinity in ``value``: JSON-schema range checks are false for NaN, so they would pass."""
+    schema = schema if isinstance(schema, dict) else {}
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return [p for k, v in value.items() for p in _non_finite(v, props.get(k, {}), (*path, k))]
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        return [p for i, v in enumerate(value) for p in _non_finite(v, items, (*path, i))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"config key '{_key(path)}': {value} is not a finite number (NaN and infinity are never valid); "
+                f"valid: {_expect(schema) if _types(schema) else 'a finite number'}"]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------------------------
+
+
 def _fill_defaults(instance: Any, schema: dict) -> None:
     if not isinstance(instance, dict) or schema.get("type") != "object":
         return
@@ -81,21 +306,34 @@ def _describe(error) -> str:
     if error.validator == "enum":
         choices = ", ".join(repr(c) for c in error.validator_value)
         return f"config key '{_key(path)}': {error.instance!r} is not one of {choices}"
+    if error.validator in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"config key '{_key(path)}': {error.message}; valid: {_expect(error.schema)}"
+    if error.validator == "pattern":
+        return f"config key '{_key(path)}': {error.instance!r} has characters that are not allowed; valid: " \
+               f"a string matching {error.validator_value} (a name used in paths)"
     return f"config key '{_key(path)}': {error.message}"
 
 
-def validate(config: dict, partial: bool = False) -> dict:
+def validate(config: dict, partial: bool = False, check_paths: bool | None = None) -> dict:
     """Return a validated copy of ``config`` with defaults filled; raise ConfigError naming each bad key.
 
     ``partial``: the top-level sections may be missing (rules hand each CLI call only the sections it
-    uses, so that editing an unrelated key does not rerun it).
+    uses, so that editing an unrelated key does not rerun it). The checks across sections (sizes against
+    the data set, rewind points against the schedule) run only on whole configs, which the Snakefile
+    validates before any job.
+    ``check_paths``: refuse a local ``data.path`` / ``zoo.tasks[i].path`` that does not exist (relative to
+    the working directory); default: on for whole configs.
     """
     import jsonschema
 
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}")
-    cfg = copy.deepcopy(config)
     schema = load_schema()
+    cfg = _coerce(copy.deepcopy(config), schema)
+    bad = _non_finite(cfg, schema)
+    if bad:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
+    explicit = copy.deepcopy(cfg)  # before defaults: some checks concern only what the user wrote
     if partial:
         schema["required"] = []
     _fill_defaults(cfg, schema)
@@ -104,6 +342,10 @@ def validate(config: dict, partial: bool = False) -> dict:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     _check_semantics(cfg, partial)
+    if not partial:
+        problems = _whole_config_problems(cfg, explicit, check_paths=True if check_paths is None else check_paths)
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
 
 
@@ -176,10 +418,6 @@ def _imp_problems(imp: dict) -> list[str]:
     return problems
 
 
-# classes per dataset (lotto.data.NUM_CLASSES imports torch): zoo tasks share one output layer
-_ZOO_CLASSES = {"emnist": 47, "cifar100": 100}
-
-
 def _zoo_problems(zoo: dict, data: dict | None) -> list[str]:
     problems = []
     main = zoo.get("main_task") or (data or {}).get("dataset")
@@ -194,11 +432,12 @@ def _zoo_problems(zoo: dict, data: dict | None) -> list[str]:
             problems.append(f"config key '{key}.path': required when its source is 'local'")
         if (source == "embedded") != (task["dataset"] == "mnist_embedded"):
             problems.append(f"config key '{key}.source': source 'embedded' serves exactly dataset 'mnist_embedded'")
-        if data and _ZOO_CLASSES.get(task["dataset"], 10) != _ZOO_CLASSES.get(data["dataset"], 10):
+        # zoo tasks share one output layer: tickets move between tasks
+        if data and NUM_CLASSES[task["dataset"]] != NUM_CLASSES[data["dataset"]]:
             problems.append(
-                f"config key '{key}.dataset': {task['dataset']!r} has {_ZOO_CLASSES.get(task['dataset'], 10)} "
+                f"config key '{key}.dataset': {task['dataset']!r} has {NUM_CLASSES[task['dataset']]} "
                 f"classes but the main task data.dataset {data['dataset']!r} has "
-                f"{_ZOO_CLASSES.get(data['dataset'], 10)} (tickets move between tasks with one output layer)"
+                f"{NUM_CLASSES[data['dataset']]} (tickets move between tasks with one output layer)"
             )
     transfer = zoo["transfer"]
     uses_rewind_t = "rewind_t" in zoo["handlings"] or transfer["handling"] == "rewind_t"
@@ -214,23 +453,185 @@ def _zoo_problems(zoo: dict, data: dict | None) -> list[str]:
     return problems
 
 
+# --- checks across sections: data set sizes, the schedule, paths ---------------------------------------------
+
+
+def schedule_steps(num_train: int, batch_size: int, epochs: float) -> tuple[int, int]:
+    """(steps per epoch, total steps) exactly as ``lotto.train.Schedule.from_config`` computes them."""
+    spe = math.ceil(num_train / batch_size)
+    return spe, int(round(epochs * spe))
+
+
+class _Task:
+    """One data set a schedule runs on: the main task (``data``) or a zoo task, with what is known of its size."""
+
+    def __init__(self, label: str, key: str, spec: dict, vfrac: float, check_paths: bool):
+        self.label, self.key = label, key  # e.g. "the main task", "data"; "zoo task 'k'", "zoo.tasks[0]"
+        self.problems: list[str] = []
+        dataset, source, path = spec["dataset"], spec.get("source") or "torchvision", spec.get("path")
+        info = CATALOG[dataset]
+        exists = bool(path) and Path(path).exists()
+        if source == "local" and path and check_paths and not exists:
+            self.problems.append(
+                f"config key '{key}.path': {str(path)!r} does not exist (a relative path is read from the working "
+                f"directory, {os.getcwd()}); valid: an .npz file with x_train/y_train/x_test/y_test, or a "
+                "directory in torchvision's layout, with train.npz/test.npz, or with MNIST-style idx files"
+            )
+        # The full split's size: the catalog's, except for a local .npz (or train.npz/test.npz directory),
+        # which may hold any number of images: unknown before staging, so nothing is said about it.
+        arbitrary = source == "local" and (not exists or Path(path).is_file() or (Path(path) / "train.npz").exists())
+        full_train = None if arbitrary else info.train
+        full_test = None if arbitrary else info.test
+        n_val = validation_count(full_train, vfrac) if full_train is not None else 0
+        avail_train = None if full_train is None else full_train - n_val
+        avail_test = None if full_test is None else (n_val if vfrac > 0 else full_test)
+        origin = f"{dataset} has {info.train:,} training and {info.test:,} test images"
+        carve = (f"; data.validation_fraction = {vfrac:g} carves {n_val:,} of the training images off as the "
+                 "evaluation set") if vfrac > 0 else ""
+        self.num_train = spec.get("train_size")
+        if self.num_train is None:
+            self.num_train = avail_train
+            self.size_note = f"all {avail_train:,} training images of {dataset}" if avail_train is not None else ""
+        else:
+            self.size_note = f"{key}.train_size = {self.num_train:,}"
+            if avail_train is not None and self.num_train > avail_train:
+                self.problems.append(
+                    f"config key '{key}.train_size': {self.num_train:,} is larger than the training set "
+                    f"({origin}{carve}, leaving {avail_train:,}); valid: 1..{avail_train} or null (all)")
+                self.num_train = None  # staging would fail; no schedule to check against
+        test_size = spec.get("test_size")
+        if test_size is not None and avail_test is not None and test_size > avail_test:
+            what = "validation split" if vfrac > 0 else "test set"
+            self.problems.append(
+                f"config key '{key}.test_size': {test_size:,} is larger than the {what} ({origin}{carve}); "
+                f"valid: 1..{avail_test} or null (all)")
+
+
+def _whole_config_problems(cfg: dict, explicit: dict, check_paths: bool) -> list[str]:
+    problems = []
+    tr = cfg["training"]
+    epochs, bs = tr["epochs"], tr["batch_size"]
+    data = cfg["data"]
+    vfrac = float(data.get("validation_fraction") or 0.0)
+    tasks = [_Task("the main task", "data", data, vfrac, check_paths)]
+    zoo = cfg.get("zoo")
+    if zoo:
+        for i, t in enumerate(zoo["tasks"]):
+            tasks.append(_Task(f"zoo task {t['name']!r}", f"zoo.tasks[{i}]", t, vfrac, check_paths))
+
+    ms = (explicit.get("training") or {}).get("milestones")  # the defaults (80, 120) go with the default 160 epochs
+    for i, m in enumerate(ms or []):
+        if m >= epochs:
+            problems.append(
+                f"config key 'training.milestones[{i}]': {m:g} is at or beyond the end of training "
+                f"(training.epochs = {epochs:g}), so the learning rate would never drop there; "
+                f"valid: epochs below {epochs:g}, or [] for a constant learning rate")
+
+    totals = {}
+    for task in tasks:
+        problems += task.problems
+        if task.num_train is None:
+            continue
+        if bs > task.num_train:
+            problems.append(
+                f"config key 'training.batch_size': {bs} is larger than the training set of {task.label} "
+                f"({task.size_note}); valid: 1..{task.num_train}")
+        spe, total = schedule_steps(task.num_train, bs, epochs)
+        if total == 0:
+            problems.append(
+                f"config key 'training.epochs': {epochs:g} epochs of {spe} steps ({task.size_note}, batch_size {bs}) "
+                f"round to a schedule of 0 steps on {task.label}; valid: at least {1 / spe:.4g} (one step)")
+            continue
+        totals[task.key] = (task, spe, total)
+
+    def beyond(key: str, t: int, what: str, tasks_keys: Iterable[str]):
+        for tk in tasks_keys:
+            if tk not in totals:
+                continue
+            task, spe, total = totals[tk]
+            if t >= total:
+                problems.append(
+                    f"config key '{key}': {what} {t} is at or beyond the end of the schedule on {task.label}: "
+                    f"{epochs:g} epochs x {spe} steps ({task.size_note}, batch_size {bs}) = {total} steps; "
+                    f"valid: 0..{total - 1}")
+                return
+
+    for family in ("composability", "imp"):
+        if family in cfg:
+            for i, t in enumerate(cfg[family]["pretrain_steps"]):
+                beyond(f"{family}.pretrain_steps[{i}]", t, "rewind point", ["data"])
+    if zoo:
+        main_key = ["data"]
+        all_keys = [t.key for t in tasks]
+        grid_keys = all_keys if zoo["grid"] == "all" else main_key
+
+        def runs_on(handling):  # tasks on which a handling runs (zoo.smk: zoo_runs)
+            keys = grid_keys if handling in zoo["handlings"] else []
+            return all_keys if zoo["transfer"]["handling"] == handling else keys
+
+        if "rewind_t" in zoo["handlings"] or zoo["transfer"]["handling"] == "rewind_t":
+            # with rewind_t anywhere, every task's dense network trains from its rewind point
+            beyond("zoo.rewind_step", zoo["rewind_step"], "rewind point", all_keys)
+        if zoo["finetune_start"]:
+            beyond("zoo.finetune_start", zoo["finetune_start"], "finetuning start", runs_on("finetune"))
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------------------
+# entry points
+# ------------------------------------------------------------------------------------------------------------
+
+
+def fold_dotted_keys(config: Mapping) -> dict:
+    """A copy of ``config`` with top-level keys like ``"training.epochs": 2`` moved into the nested sections
+    (``--config`` overrides written with dots, e.g. through the Snakemake API); a dotted key wins over the
+    same key in a section, as a command-line override should."""
+    out = {k: copy.deepcopy(v) for k, v in config.items() if "." not in str(k)}
+    for dotted, value in config.items():
+        if "." not in str(dotted):
+            continue
+        *parents, last = str(dotted).split(".")
+        node = out
+        for depth, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key '{dotted}': '{'.'.join(parents[:depth + 1])}' is "
+                                  f"{child!r}, not a section, so it cannot hold '{last}'")
+            node = child
+        node[last] = copy.deepcopy(value)
+    return out
+
+
+def validate_workflow(config: Mapping, configfiles: Iterable = (), overrides: Mapping | None = None) -> dict:
+    """Validate the ``config`` a Snakefile was handed (the Snakefile calls this at parse time, before any job).
+
+    ``configfiles``: the files it was read from (``workflow.configfiles``): Snakemake's loader merges duplicate
+    keys silently, so each is re-read here with lotto's, which refuses them naming the file and both lines.
+    ``overrides``: the ``--config`` values (``workflow.config_settings.config``), already merged into
+    ``config``; named in the error so that the user sees where a bad value came from.
+    """
+    for f in configfiles:
+        read_config_file(f)
+    try:
+        return validate(fold_dotted_keys(config))
+    except ConfigError as exc:
+        if overrides:
+            given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+            raise ConfigError(f"{exc}\n  (values given with --config: {given})") from None
+        raise
+
+
 def load(path_or_json: str | Path, partial: bool = False) -> dict:
     """Load a config from a YAML/JSON file, or from an inline JSON object string, and validate it."""
     text = str(path_or_json)
     if text.lstrip().startswith("{"):
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_no_duplicate_pairs("inline config"))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"inline config is not valid JSON: {exc}") from None
     else:
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return validate(raw or {}, partial=partial)
+        raw = read_config_file(text)
+    return validate(raw, partial=partial)
 
 
 def section_json(cfg: dict, *sections: str) -> str:

@@ -45,21 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lotto.datasets import NUM_CLASSES  # dataset name -> number of classes (re-exported: one catalog)
 from lotto.seeds import derive_seed
 
 FORMAT_VERSION = 1
-
-#: dataset name -> number of classes (labels must lie in [0, n)).
-NUM_CLASSES = {
-    "mnist_embedded": 10,
-    "mnist": 10,
-    "fashion_mnist": 10,
-    "kmnist": 10,
-    "emnist": 47,  # split 'balanced'
-    "cifar10": 10,
-    "cifar100": 100,
-    "svhn": 10,
-}
 
 _DIGITS = [str(d) for d in range(10)]
 #: class names known without touching the dataset files (cifar100's names come from torchvision's meta file).

@@ -12,7 +12,9 @@ CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "workflow" / "configs").glob("*
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
-    cfg = C.load(path)
+    # cifar10-resnet20-cpu.yaml and zoo-tiny.yaml read a user's local copy of the data (absent here):
+    # everything but the existence of data.path is checked
+    cfg = C.validate(C.read_config_file(path), check_paths=False)
     assert cfg["training"]["batch_size"] >= 1
     assert any(f in cfg for f in C.families())
 
