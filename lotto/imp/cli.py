@@ -256,11 +256,11 @@ def register(add, common) -> None:
     sp = add("imp-prune", cmd_imp_prune,
              "IMP pruning step: remove a fraction of the weights a mask still keeps (all weights without "
              "--mask), smallest magnitude of the checkpoint first, globally across layers.")
-    sp.add_argument("--threads", type=int, default=None)
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     sp.add_argument("--checkpoint", required=True, help="the level's trained network w_L")
     sp.add_argument("--mask", default=None, help="the level's mask m_L (omit for the dense level 0)")
     sp.add_argument("--fraction", type=float, required=True, help="fraction of the remaining weights to prune")
-    sp.add_argument("--labels", default=None)
+    sp.add_argument("--labels", default=None, help="JSON object stored in the mask's metadata")
     sp.add_argument("--out", required=True, help="mask m_{L+1} to write")
 
     sp = add("imp-adaptive-prune", cmd_imp_adaptive_prune,
@@ -269,14 +269,14 @@ def register(add, common) -> None:
              "eps (eps: sd of the per-batch training loss over the dense network's last epoch), prune "
              "max(that, --min-fraction).")
     common(sp)
-    sp.add_argument("--data", required=True)
+    sp.add_argument("--data", required=True, help="staged data file")
     sp.add_argument("--checkpoint", required=True, help="the level's trained network w_L")
     sp.add_argument("--mask", default=None, help="the level's mask m_L (omit for the dense level 0)")
     sp.add_argument("--dense-checkpoint", required=True, help="the dense trained network w_0")
     sp.add_argument("--dense-metrics", required=True, help="w_0's metrics.json (last-epoch loss mean and sd)")
-    sp.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
-    sp.add_argument("--min-fraction", type=float, default=0.2)
-    sp.add_argument("--dense-loss", choices=["evaluated", "last_epoch"], default="evaluated")
+    sp.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="pruning ratios swept (fractions of the remaining weights)")
+    sp.add_argument("--min-fraction", type=float, default=0.2, help="floor of the fraction pruned at each level")
+    sp.add_argument("--dense-loss", choices=["evaluated", "last_epoch"], default="evaluated", help="the dense training loss of the threshold: evaluated like the path points, or the mean over w_0's last epoch")
     sp.add_argument("--train-eval-size", type=int, default=None, help="training images the losses are measured on")
     _eval_options(sp)
     sp.add_argument("--record", required=True, help="JSON record of the sweep to write")
@@ -286,7 +286,7 @@ def register(add, common) -> None:
              "Test error and loss along the linear path (1-beta) a + beta b between two networks, and its "
              "error barrier.")
     common(sp)
-    sp.add_argument("--data", required=True)
+    sp.add_argument("--data", required=True, help="staged data file")
     sp.add_argument("--a", required=True, help="checkpoint at beta = 0")
     sp.add_argument("--b", required=True, help="checkpoint at beta = 1")
     sp.add_argument("--test-size", type=int, default=None, help="first N test images (default all)")
@@ -296,7 +296,7 @@ def register(add, common) -> None:
     sp = add("imp-slice", cmd_imp_slice,
              "Test error on a grid over the plane through w_L, its projection m_{L+1} * w_L and w_{L+1}.")
     common(sp)
-    sp.add_argument("--data", required=True)
+    sp.add_argument("--data", required=True, help="staged data file")
     sp.add_argument("--level-checkpoint", required=True, help="w_L")
     sp.add_argument("--next-checkpoint", required=True, help="w_{L+1}")
     sp.add_argument("--next-mask", required=True, help="m_{L+1}")
@@ -310,13 +310,13 @@ def register(add, common) -> None:
              "Draw one IMP figure (PNG, PDF and the CSV it plots): imp_paths, imp_heatmap, imp_slices or "
              "imp_adaptive.")
     sp.add_argument("name", choices=list(FIGURES), help="figure name")
-    sp.add_argument("--out-prefix", required=True)
+    sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
     sp.add_argument("inputs", nargs="+", help="path / slice / adaptive-prune records and level metrics")
 
     sp = add("imp-table", cmd_imp_table,
              "Retraining rounds each chain (fixed vs adaptive ratio) needs to reach a sparsity, and the test "
              "accuracy there.")
-    sp.add_argument("--target-sparsity", type=float, required=True)
+    sp.add_argument("--target-sparsity", type=float, required=True, help="the sparsity whose rounds and accuracy are reported")
     sp.add_argument("--out", required=True, help="CSV to write")
     sp.add_argument("inputs", nargs="+", help="level metrics of both chains")
 

@@ -1,0 +1,159 @@
+"""The house rules of docs/ARCHITECTURE.md, checked on the code itself: the core imports no family, a family
+imports no other family, nobody imports another module's private names, the Snakefile's parse path imports no
+torch, and the registries are what the schema and the CLI offer."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lotto import config as configmod
+from lotto.families import FAMILIES
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "lotto"
+
+
+def _imports(path: Path):
+    """(module imported, names imported from it) for every import statement of a file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative import: resolve against the file's package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            yield module, [a.name for a in node.names]
+
+
+def _family_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "lotto" and parts[1] in FAMILIES else None
+
+
+MODULES = sorted(p for p in PKG.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_layering_and_no_private_imports(path):
+    own = _family_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    for module, names in _imports(path):
+        if not module.startswith("lotto"):
+            continue
+        other = _family_of(module)
+        if own is None:
+            assert other is None, f"core module {path.name} imports the family module {module}"
+        else:
+            assert other in (None, own), f"family {own} ({path.name}) imports another family: {module}"
+        private = [n for n in names if n.startswith("_") and n != "__version__"]
+        assert not private, f"{path.relative_to(ROOT)} imports private names {private} from {module}"
+
+
+def test_snakefile_parse_imports_no_torch():
+    code = (
+        "import sys, runpy\n"
+        "import lotto.config, lotto.paths, lotto.families, lotto.composability, lotto.zoo, lotto.imp\n"
+        "[f.figures() for f in lotto.families.FAMILIES.values()]\n"
+        "lotto.config.load_schema()\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_family_has_its_parts():
+    schema = configmod.load_schema()
+    assert set(configmod.families(schema)) == set(FAMILIES)
+    for name, family in FAMILIES.items():
+        assert (ROOT / "workflow" / "rules" / f"{name}.smk").is_file()
+        assert family.figures(), f"{name} lists no figures"
+    from lotto.cli import build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    assert {"validate", "stage-data", "init", "train", "prune", "random-ticket"} <= commands
+    assert {"figure", "zoo-iterate", "imp-path"} <= commands
+
+
+def test_registries_are_what_the_schema_offers():
+    from lotto import models, pruning
+    from lotto.datasets import CATALOG
+    from lotto.zoo import iterative
+
+    props = configmod.load_schema()["properties"]
+    assert props["model"]["properties"]["name"]["enum"] == list(models.MODELS)
+    assert props["data"]["properties"]["dataset"]["enum"] == list(CATALOG)
+    zoo = props["zoo"]["properties"]
+    assert zoo["methods"]["items"]["enum"] == list(pruning.METHODS)
+    assert zoo["handlings"]["items"]["enum"] == list(iterative.HANDLINGS)
+
+
+def test_every_cli_option_has_help():
+    from lotto.cli import build_parser
+
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"lotto {name}: option {action.option_strings or action.dest} has no help text"
+
+
+def test_version():
+    out = subprocess.run([str(Path(sys.executable).parent / "lotto"), "--version"], capture_output=True, text=True)
+    import lotto
+
+    assert out.returncode == 0 and out.stdout.strip() == f"lotto {lotto.__version__}"
+
+
+def test_a_new_pruning_method_is_one_registration(tmp_path):
+    """docs/ARCHITECTURE.md's recipe: one function + @register_method makes a method the config accepts and a
+    zoo round runs (through the real CLI, in-process so that the registration is seen)."""
+    import json
+
+    from lotto import cli, pruning
+    from lotto.masks import Mask
+
+    @pruning.register_method("toy_every_other")
+    def _toy(weights, kept, amount, dim, seed):
+        """prunes every other weight of each layer (a toy for this test)."""
+        out = {}
+        for name, k in kept.items():
+            flat = k.clone().reshape(-1)
+            flat[::2] = False
+            out[name] = flat.reshape(k.shape)
+        return out
+
+    try:
+        cfg = {"experiment": "toy", "data": {"dataset": "mnist_embedded", "source": "embedded", "train_size": 256,
+                                             "test_size": 128},
+               "model": {"name": "lenet"},
+               "training": {"lr": 0.05, "batch_size": 64, "epochs": 1, "milestones": [], "augment": False,
+                            "log_every": 4},
+               "zoo": {"methods": ["global_l1", "toy_every_other"], "iterations": 1}}
+        assert configmod.validate(cfg)["zoo"]["methods"] == ["global_l1", "toy_every_other"]
+        text = json.dumps({k: cfg[k] for k in ("data", "model", "training")})
+
+        def lotto(*argv):
+            assert cli.main([str(a) for a in argv]) == 0
+
+        data, init = tmp_path / "d.npz", tmp_path / "init.safetensors"
+        lotto("stage-data", "--config", text, "--out", data)
+        lotto("init", "--config", text, "--data", data, "--replicate", 0, "--out", init)
+        out = tmp_path / "round"
+        lotto("zoo-iterate", "--config", text, "--threads", 1, "--data", data, "--init", init, "--previous", init,
+              "--task", "m", "--method", "toy_every_other", "--handling", "rewind_init", "--iteration", 1,
+              "--replicate", 0, "--rate", 0.5, "--out-mask", out / "mask.mask", "--out-start",
+              out / "start.safetensors", "--out", out / "trained.safetensors", "--metrics", out / "metrics.json")
+        mask = Mask.load(out / "mask.mask")
+        assert mask.meta["method"] == "toy_every_other"
+        assert all(not layer.reshape(-1)[::2].any() and layer.reshape(-1)[1::2].all()
+                   for layer in mask.layers().values())
+    finally:
+        pruning.METHODS.pop("toy_every_other", None)
