@@ -637,3 +637,15 @@ def load(path_or_json: str | Path, partial: bool = False) -> dict:
 def section_json(cfg: dict, *sections: str) -> str:
     """A canonical JSON string of the named sections (used as rule params: a change reruns the rule)."""
     return json.dumps({k: cfg[k] for k in sections}, sort_keys=True, separators=(",", ":"))
+
+
+def or_exit(check, *args):
+    """For the Snakefile: run ``check(*args)``; on a ConfigError print lotto's one-line message (it names the
+    file or the key) and exit 1 before any job, without a traceback."""
+    import sys
+
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        sys.stderr.write(f"lotto: {exc}\n")
+        sys.exit(1)
