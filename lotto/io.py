@@ -14,19 +14,55 @@ class ArtifactError(ValueError):
     """An artifact file is missing, unreadable or not what it should be; the message names the file."""
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status).
+
+    Elsewhere it falls back to setting and restoring it, which is not atomic: another thread creating a
+    file in between would get the temporary mask 0o022.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp(path: Path, suffix: str) -> str:
+    # A concurrent job's clean-up (lotto.train.clear_resume) may remove the empty parent folder between
+    # our mkdir and mkstemp: create it again rather than fail the job.
+    tries = 5
+    while True:
+        tries -= 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        except FileNotFoundError:
+            if not tries:
+                raise
+            continue
+        os.close(fd)
+        return tmp
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
 
-    A killed or failing job never leaves a half-written artifact under the final name.
+    A killed or failing job never leaves a half-written artifact under the final name. The file gets the
+    mode an ordinary ``open(path, "w")`` would give it (0o666 minus the umask: 0644 under umask 022),
+    not mkstemp's private 0600, so lab-mates on a shared file system can read the results.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(_mkstemp(path, suffix))
     try:
         yield tmp
+        # after the block: a writer may have replaced the temporary file rather than written into it
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

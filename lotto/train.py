@@ -393,9 +393,33 @@ def train(
     }
 
 
+RESUME_DIR = ".resume"
+
+
 def clear_resume(resume_path: str | Path | None) -> None:
-    """Remove a finished run's resumable state (and temporaries of saves that were killed mid-write)."""
-    if resume_path:
-        path = Path(resume_path)
-        for p in [path, *_stale_temps(path)]:
-            p.unlink(missing_ok=True)
+    """Remove a finished run's resumable state (and temporaries of saves that were killed mid-write).
+
+    The rules keep the state at ``<results>/.resume/<output path>.pt``: the folders between the ``.resume``
+    folder and the state, now empty, are removed too, so a finished workflow leaves an empty ``.resume``.
+    The nearest ``.resume`` above the state is the root (never removed; nothing above it is touched); a
+    state outside any ``.resume`` folder (a hand-given ``--resume-state``) only loses its file.
+    """
+    if not resume_path:
+        return
+    path = Path(resume_path)
+    for p in [path, *_stale_temps(path)]:
+        p.unlink(missing_ok=True)
+    root = next((parent for parent in path.parents if parent.name == RESUME_DIR), None)
+    if root is None:
+        return
+    for folder in path.parents:
+        if folder == root:
+            break
+        # Concurrent jobs create and fill sibling folders: rmdir only removes a folder that is empty now
+        # (never rmtree); one that is not empty (another job's state is below it) ends the walk.
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # another finishing job removed it: its parents may still be empty
+            continue
+        except OSError:
+            break

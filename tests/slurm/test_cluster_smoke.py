@@ -4,8 +4,9 @@ snakemake-executor-plugin-slurm to the local cluster (tests/slurm/start-cluster.
 Needs root (the harness starts munge, MariaDB, slurmdbd, slurmctld and slurmd);
 skipped with the reason otherwise, except with CI=true, where it fails.
 Takes about 35 s per workflow run (each Slurm job starts a Python interpreter
-that re-parses the Snakefile) plus the cluster start (about 5 s; about 40 s
-the first time, when apt-get installs the packages).
+that re-parses the Snakefile; the failing one about 2 minutes: it is tried
+three times) plus the cluster start (about 5 s; about 40 s the first time,
+when apt-get installs the packages).
 """
 
 from __future__ import annotations
@@ -136,11 +137,13 @@ def test_repo_profile_takes_site_settings_from_env(gpu_cluster, tmp_path):
 
 
 def test_failing_job_is_reported_not_hung(slurm_cluster, tmp_path):
-    """A job that exits non-zero is seen as FAILED and Snakemake exits non-zero (no hang)."""
+    """A job that exits non-zero is seen as FAILED, resubmitted as often as the profile's `retries` say
+    (2: three attempts in all), and then Snakemake exits non-zero (no hang)."""
     (tmp_path / "Snakefile").write_text(FAILING_SNAKEFILE)
-    res = run_snakemake(["--profile", str(PROFILE_DIR)], cwd=tmp_path, timeout=180)
+    res = run_snakemake(["--profile", str(PROFILE_DIR)], cwd=tmp_path, timeout=300)
     assert not res.timed_out, res.tail()
     assert res.returncode != 0, res.tail()
     ids = res.job_ids
-    assert len(ids) == 1, res.tail()
-    assert slurm_cluster.wait_for_states(ids) == {ids[0]: "FAILED"}
+    assert len(ids) == 3, res.tail()
+    assert res.output.count("Trying to restart job 0.") == 2, res.tail()
+    assert slurm_cluster.wait_for_states(ids) == {i: "FAILED" for i in ids}

@@ -5,8 +5,9 @@
   variables): every job is COMPLETED in sacct, the training jobs got a GPU (the cluster's fake gres),
   the cheap ones none, and masks, checkpoints and metrics are identical to a local ``--cores`` run with
   the same threads per job.
-* A training job stopped by a real Slurm time limit (runtime=1 minute) resumes on rerun from its last
-  resumable state and ends with the weights of an uninterrupted run.
+* A training job stopped by a real Slurm time limit (runtime=1 minute on its first attempt) is resubmitted
+  by Snakemake itself (the profile's `retries`; 10 minutes on attempt 2), resumes from its last resumable
+  state and ends with the weights of an uninterrupted run: one snakemake command.
 
 Needs root; skipped with the reason otherwise, except with CI=true, where it fails. Every Snakemake
 run is wrapped in a hard timeout (harness.run_snakemake).
@@ -19,6 +20,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,7 +131,7 @@ def test_tiny_config_via_repo_profile_matches_local_run(gpu_cluster, tmp_path):
         assert slurm_results[key] == value, key
     for name in ("fig1a", "fig2d"):
         assert (work / f"results/tiny/figures/{name}.png").is_file()
-    assert not [p for p in (work / "results" / ".resume").rglob("*") if p.is_file()]
+    assert not list((work / "results" / ".resume").rglob("*")), "no states and no empty folders left"
 
 
 # --------------------------------------------------------------------------- time limit -> resume
@@ -186,9 +188,49 @@ def _epochs_for(seconds: float, tmp: Path) -> int:
 
 
 PRE = "results/tlimit/rep0/pre0"
+#: the first attempt gets 1 minute, the next ones 10: the same callable runtime the training rules use
+#: (train_runtime x attempt), squeezed so that the first attempt certainly hits its limit
+RUNTIME_BY_ATTEMPT = "sibling:runtime=1 if attempt == 1 else 10"
 
 
-def test_training_stopped_by_slurm_time_limit_resumes(gpu_cluster, tmp_path):
+class _LogVersions(threading.Thread):
+    """Every version of a log file while Snakemake runs: each attempt of a job starts its log afresh
+    (`> {log}`), so the killed attempt's log exists only until the next attempt starts, seconds later."""
+
+    def __init__(self, path: Path, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.path, self.every = path, every
+        self.versions: list[str] = []
+        self._stop_event = threading.Event()
+
+    def _poll(self) -> None:
+        try:
+            text = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return
+        last = self.versions[-1] if self.versions else None
+        # a new attempt: the log shrank or starts with another (time-stamped) first line
+        if last is None or len(text) < len(last) or text.split("\n", 1)[0] != last.split("\n", 1)[0]:
+            if text:
+                self.versions.append(text)
+        else:
+            self.versions[-1] = text
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every):
+            self._poll()
+
+    def stop(self) -> list[str]:
+        self._stop_event.set()
+        self.join(timeout=10)
+        self._poll()
+        return self.versions
+
+
+def test_training_stopped_by_slurm_time_limit_is_resubmitted_and_resumes(gpu_cluster, tmp_path):
+    """One `snakemake --profile` command: the training job hits its Slurm time limit (TIMEOUT), Snakemake
+    resubmits it by itself (the profile's `retries`), with the longer runtime of attempt 2, and the new job
+    resumes from the state the first one saved, ending with the weights of an uninterrupted run."""
     cluster = gpu_cluster
     import yaml
 
@@ -212,24 +254,33 @@ def test_training_stopped_by_slurm_time_limit_resumes(gpu_cluster, tmp_path):
          "--out", str(tmp_path / "ref.safetensors")],
         cwd=work, env=wf_env(), stdout=ref_log, stderr=subprocess.STDOUT,
     )
+    logs = _LogVersions(work / f"{PRE}/sibling1/train.log")
+    logs.start()
     try:
-        args = [target, "--profile", str(PROFILE_DIR), "--configfile", "tlimit.yaml"]
-        path = {"PATH": wf_env()["PATH"]}
-        first = run_snakemake([*args, "--set-resources", "sibling:runtime=1"], cwd=work, timeout=400, env=path)
-        assert not first.timed_out, first.tail()
-        assert first.returncode != 0, first.tail()
-        assert len(first.job_ids) == 1, first.tail()
-        assert cluster.wait_for_states(first.job_ids) == {first.job_ids[0]: "TIMEOUT"}, first.tail()
-        killed_log = (work / f"{PRE}/sibling1/train.log").read_text()
+        res = run_snakemake(
+            [target, "--profile", str(PROFILE_DIR), "--configfile", "tlimit.yaml",
+             "--set-resources", RUNTIME_BY_ATTEMPT],
+            cwd=work, timeout=600, env={"PATH": wf_env()["PATH"]},
+        )
+        versions = logs.stop()
+        assert res.returncode == 0, res.tail()
+        assert "Trying to restart job" in res.output, res.tail()
+        ids = res.job_ids
+        assert len(ids) == 2, res.tail()
+        states = cluster.wait_for_states(ids)
+        assert [states[i] for i in ids] == ["TIMEOUT", "COMPLETED"], (states, res.tail())
+        rows = {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", "State", "Comment", "Timelimit"))}
+        # the same rule and target (the plugin's --comment carries both), with the runtime of its attempt
+        assert rows[ids[0]]["Comment"] == rows[ids[1]]["Comment"], rows
+        assert _rule(rows[ids[0]]["Comment"]) == "sibling", rows
+        assert [rows[i]["Timelimit"] for i in ids] == ["00:01:00", "00:10:00"], rows
+
+        assert len(versions) == 2, [v[:300] for v in versions]
+        killed_log, log = versions
         saved = [int(s) for s in re.findall(r"resume state at step (\d+)", killed_log)]
         reached = [int(s) for s in re.findall(rf"\] step (\d+)/{total} ", killed_log)]
         assert saved and max(reached) < total, killed_log[-2000:]
-        assert (work / "results/.resume" / f"{target}.pt").is_file()
-
-        second = run_snakemake(args, cwd=work, timeout=400, env=path)
-        assert second.returncode == 0, second.tail()
-        assert cluster.wait_for_states(second.job_ids) == {second.job_ids[0]: "COMPLETED"}
-        log = (work / f"{PRE}/sibling1/train.log").read_text()
+        assert (work / f"{PRE}/sibling1/train.log").read_text() == log
         m = re.search(r"resumed from step (\d+)", log)
         assert m, log[:2000]
         resumed = int(m.group(1))
@@ -243,10 +294,10 @@ def test_training_stopped_by_slurm_time_limit_resumes(gpu_cluster, tmp_path):
         first_step = int(re.search(rf"\] step (\d+)/{total} ", log).group(1))
         assert first_step > resumed
         print(f"{total} steps; time limit hit at step >= {last} (state saved on SIGTERM: {bool(term)}); "
-              f"resumed from {resumed}; first run "
-              f"{first.elapsed:.0f}s, rerun {second.elapsed:.0f}s")
+              f"resubmitted by Snakemake, resumed from {resumed}; one snakemake command: {res.elapsed:.0f}s")
         assert reference.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-2000:]
     finally:
+        logs.stop()
         if reference.poll() is None:
             reference.kill()
             reference.wait()
@@ -263,4 +314,5 @@ def test_training_stopped_by_slurm_time_limit_resumes(gpu_cluster, tmp_path):
     got = json.loads((work / f"{PRE}/sibling1/metrics.json").read_text())
     for key in ("test_accuracy", "test_loss", "last_epoch_train_loss_mean", "last_epoch_train_loss_std"):
         assert got[key] == ref[key], key
-    assert not (work / "results/.resume" / f"{target}.pt").exists()
+    # the finished job leaves neither its state nor the folders it was in
+    assert (work / "results/.resume").is_dir() and not list((work / "results/.resume").iterdir())
