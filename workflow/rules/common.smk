@@ -51,7 +51,10 @@ def labels_arg(**labels):
 
 
 def train_resources():
-    res = dict(mem_mb=RES["train_mem_mb"], runtime=RES["train_runtime"], gpu=RES["train_gpus"])
+    # a training job the Slurm profile resubmits (retries) after a TIMEOUT gets train_runtime x attempt
+    # minutes, and resumes from its saved state
+    base = RES["train_runtime"]
+    res = dict(mem_mb=RES["train_mem_mb"], runtime=lambda wildcards, attempt: base * attempt, gpu=RES["train_gpus"])
     if RES.get("train_gpu_model") and RES["train_gpus"]:
         res["gpu_model"] = RES["train_gpu_model"]  # the slurm plugin submits --gpus=<model>:<gpu>
     return res
