@@ -308,6 +308,8 @@ def _describe(error) -> str:
         return f"config key '{_key(path)}': {error.instance!r} is not one of {choices}"
     if error.validator in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"config key '{_key(path)}': {error.message}; valid: {_expect(error.schema)}"
+    if error.validator == "pattern" and "x-valid" in error.schema:
+        return f"config key '{_key(path)}': {error.instance!r} is not valid; valid: {error.schema['x-valid']}"
     if error.validator == "pattern":
         return f"config key '{_key(path)}': {error.instance!r} has characters that are not allowed; valid: " \
                f"a string matching {error.validator_value} (a name used in paths)"
@@ -376,6 +378,13 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
             f"config key 'composability.baseline_sibling': {comp['baseline_sibling']} exceeds the number "
             f"of siblings trained (max of composability.ks = {max(comp['ks'])})"
         )
+    for i, op in enumerate(comp.get("ops", [])):
+        m = int(op[4:]) if op.startswith("vote") else None  # the schema's pattern admits vote<m>, m >= 1
+        if m is not None and m > max(comp["ks"]):
+            problems.append(
+                f"config key 'composability.ops[{i}]': {op} keeps what at least {m} sibling masks keep, but at "
+                f"most max(composability.ks) = {max(comp['ks'])} are composed; valid: vote1..vote{max(comp['ks'])}"
+            )
     if "imp" in cfg:
         problems += _imp_problems(cfg["imp"])
     if "zoo" in cfg:

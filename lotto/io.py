@@ -95,15 +95,32 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict, dict]:
     """Load (state_dict, meta) without executing any pickled code."""
+    return _read_safetensors(path, "pt", device=str(device))
+
+
+def load_arrays(path: str | Path, names: list[str] | None = None) -> tuple[dict, dict]:
+    """(numpy arrays by name, meta) of a checkpoint, without torch: light jobs (masks from weights) stay light.
+
+    ``names``: the tensors to read (default: all), in that order; a missing one is an error naming the file.
+    """
+    return _read_safetensors(path, "np", names=names)
+
+
+def _read_safetensors(path, framework: str, names=None, **open_kw) -> tuple[dict, dict]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+        with safe_open(str(path), framework=framework, **open_kw) as fh:
             meta = json.loads((fh.metadata() or {}).get("lotto", "{}"))
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+            present = list(fh.keys())
+            wanted = present if names is None else list(names)
+            missing = sorted(set(wanted) - set(present))
+            if missing:
+                raise ArtifactError(f"{path}: tensors missing from the checkpoint: {missing}")
+            state = {k: fh.get_tensor(k) for k in wanted}
     except (SafetensorError, OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: not a readable lotto checkpoint ({exc})") from None
     return state, meta

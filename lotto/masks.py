@@ -209,14 +209,22 @@ def vote(masks: Sequence[Mask], m: int) -> Mask:
     return Mask(masks[0].layout, np.packbits(votes >= m))
 
 
+def vote_threshold(op: str) -> int | None:
+    """m of an operation named ``vote<m>`` (m >= 1, no leading zero: it names result folders), else None."""
+    if op.startswith("vote") and op[4:].isdigit() and not op[4:].startswith("0"):
+        return int(op[4:])
+    return None
+
+
 def compose(masks: Sequence[Mask], op: str) -> Mask:
     """``union``, ``intersection`` or ``vote<m>`` (kept by at least m of the masks) of sibling masks."""
     if op == "union":
         return union(masks)
     if op == "intersection":
         return intersection(masks)
-    if op.startswith("vote") and op[4:].isdigit():
-        return vote(masks, int(op[4:]))
+    m = vote_threshold(op)
+    if m is not None:
+        return vote(masks, m)
     raise ValueError(f"unknown composition {op!r} (expected 'union', 'intersection' or 'vote<m>')")
 
 

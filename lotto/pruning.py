@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -141,6 +141,75 @@ def prune_count(weights: dict, n_prune: int, current: Mask | None = None) -> Mas
     keep = _keep_all_but_smallest(scores, n_prune)
     layout = tuple((n, _shape(weights[n])) for n in names)
     return Mask(layout, np.packbits(keep), {"method": "global_magnitude", "sparsity": n_prune / d if d else 0.0})
+
+
+def kept_at(d: int, sparsity: float) -> int:
+    """Weights :func:`global_magnitude` keeps of ``d`` at ``sparsity``: d - round(s * d) (Python's rounding).
+
+    The one definition of "exactly the target sparsity": a matched composed ticket keeps as many weights as the
+    one-shot ticket of its sparsity column.
+    """
+    return d - int(round(sparsity * d))
+
+
+def _same_layers(weight_sets: Sequence[dict]) -> tuple[list[str], list[tuple[int, ...]]]:
+    if not weight_sets:
+        raise ValueError("need at least one set of weights")
+    names = list(weight_sets[0])
+    shapes = [_shape(weight_sets[0][n]) for n in names]
+    for i, ws in enumerate(weight_sets[1:], start=1):
+        if list(ws) != names or [_shape(ws[n]) for n in names] != shapes:
+            raise ValueError(f"weight set #{i} has other layers or shapes than the first (different networks?)")
+    return names, shapes
+
+
+def mean_abs(weight_sets: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Per layer, the mean over networks of |w|, as float32.
+
+    Summed in float64, so k identical networks give back exactly their own |w| (a float32 sum could round
+    and create ties that reorder the ranking).
+    """
+    names, _ = _same_layers(weight_sets)
+    out = {}
+    for n in names:
+        total = np.zeros(_shape(weight_sets[0][n]), dtype=np.float64)
+        for ws in weight_sets:
+            total += np.abs(as_numpy(ws[n]))
+        out[n] = (total / len(weight_sets)).astype(np.float32)
+    return out
+
+
+def mean_magnitude(weight_sets: Sequence[dict], sparsity: float) -> Mask:
+    """Prune the mean of k networks' |w| at ``sparsity`` by global magnitude: a consensus by score, against
+    which consensus by vote (:func:`lotto.masks.vote`) is compared."""
+    mask = global_magnitude(mean_abs(weight_sets), sparsity)
+    return mask.with_meta(method="mean_magnitude", networks=len(weight_sets))
+
+
+def match_kept(mask: Mask, scores: dict, n_keep: int) -> Mask:
+    """``mask`` changed to keep exactly ``n_keep`` weights, chosen by ``scores`` (by name, in the mask's layout).
+
+    Too many kept (a union): its lowest-scoring kept weights are pruned. Too few (an intersection, a vote): its
+    highest-scoring pruned weights grow back. What the mask keeps is otherwise untouched: the result keeps the
+    ``n_keep`` weights that are largest by (kept in ``mask``, score), ties broken by position as in
+    :func:`global_magnitude` (earlier pruned first).
+    """
+    names = mask.names
+    if list(scores) != names or [_shape(scores[n]) for n in names] != [tuple(s) for _, s in mask.layout]:
+        raise ValueError("the scores do not match the mask's layers (different networks?)")
+    d = mask.total
+    if not 0 <= n_keep <= d:
+        raise ValueError(f"cannot keep {n_keep} of {d} weights")
+    kept = mask.flat_bools()
+    have = int(np.count_nonzero(kept))
+    if have == n_keep:
+        return Mask(mask.layout, mask.bits, dict(mask.meta))
+    flat = np.concatenate([as_numpy(scores[n]).reshape(-1) for n in names])
+    if not np.isfinite(flat).all():
+        raise ValueError("scores must be finite")
+    # the weights on the far side of the mask's line go all first (pruned) or all last (kept)
+    np.copyto(flat, -np.inf if have > n_keep else np.inf, where=~kept if have > n_keep else kept)
+    return Mask(mask.layout, np.packbits(_keep_all_but_smallest(flat, d - n_keep)), dict(mask.meta))
 
 
 def prunable_weights(model_or_state, names: list[str]) -> dict:

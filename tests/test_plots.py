@@ -32,6 +32,10 @@ def _overlap(t: int, k: int, s: float, r: int) -> float:
 def _composed_sparsity(op: str, k: int, s: float, overlap: float) -> float:
     if op == "union":  # pruned only where all k prune
         return s * overlap
+    if op == "mean_magnitude":  # pruned at the target
+        return s
+    if op.startswith("vote"):  # between the union and the intersection
+        return (_composed_sparsity("union", k, s, overlap) + _composed_sparsity("intersection", k, s, overlap)) / 2
     return min(s * (1.0 + (k - 1) * (1.0 - overlap)), 0.99)  # pruned where any prunes
 
 
@@ -45,8 +49,8 @@ def _write(path: Path, obj: dict) -> Path:
     return path
 
 
-def make_records(root: Path) -> dict[str, list[Path]]:
-    """Write a realistic tree of records; return the files by kind."""
+def make_records(root: Path, ops=("union", "intersection")) -> dict[str, list[Path]]:
+    """Write a realistic tree of records, with the compositions ``ops`` at every k; return the files by kind."""
     files: dict[str, list[Path]] = {"compose": [], "composed": [], "baseline": [], "dense": []}
     for r in REPLICATES:
         for t in PRETRAIN:
@@ -65,7 +69,7 @@ def make_records(root: Path) -> dict[str, list[Path]]:
                         "config": {"nested": [1, 2]}}))
                 for k in KS:
                     ov = _overlap(t, k, s, r)
-                    for op in ("union", "intersection"):
+                    for op in ops:
                         sp = _composed_sparsity(op, k, s, ov)
                         d = base / f"k{k}" / op / tag
                         files["compose"].append(_write(d / "compose.json", {
@@ -97,6 +101,8 @@ EXPECTED_ROWS = {
     # composed (every k, largest t) + oneshot + random (largest t) + dense
     "fig2c": N_REP * N_K * N_S + 2 * N_REP * N_S + N_REP,
     "fig2d": N_REP * N_K * N_S + 2 * N_REP * N_S + N_REP,
+    # both compositions (k=2, largest t) + oneshot + random (largest t) + dense
+    "fig2e": N_REP * 2 * N_S + 2 * N_REP * N_S + N_REP,
 }
 
 

@@ -1,5 +1,6 @@
 """Mask composability (Movva, Frankle & Carbin 2021): sibling masks from one rewind point, their overlap, and
-their unions and intersections retrained from it.
+their compositions retrained from it: union and intersection (the paper's), m-of-k votes and the mask of their
+mean weight magnitude (``composability.ops``), optionally all brought to exactly the target sparsity.
 
 This module is import-light on purpose (no torch, no pandas): the Snakefile reads the figure list from it at
 parse time. ``cli`` holds the family's subcommands, ``analysis`` its tidy tables and ``plots`` its figures.
@@ -15,14 +16,31 @@ FIGURES: dict[str, str] = {
     "fig2b": "test accuracy of the intersection of k=2 sibling masks vs its sparsity, one line per t, with one-shot, random-ticket and dense baselines",
     "fig2c": "test accuracy of the union of k sibling masks vs its sparsity at the largest t, one line per k, with baselines",
     "fig2d": "test accuracy of the intersection of k sibling masks vs its sparsity at the largest t, one line per k, with baselines",
+    "fig2e": "test accuracy of every composition of k=2 sibling masks (composability.ops) vs its sparsity at the largest t, one line per composition, with baselines",
 }
 
-#: which composition each accuracy figure shows, and whether it is the k=2 / every-t view or the largest-t / every-k one
+#: compositions of k sibling masks (besides ``vote<m>``, kept by at least m of them): mask operations, and
+#: global magnitude pruning of the siblings' mean |w|
+OPS = ("union", "intersection", "mean_magnitude")
+#: the composition of an accuracy view that shows them all
+EVERY_OP = "every"
+
+
+def is_composition(ticket) -> bool:
+    """Whether ``ticket`` names a composition of sibling masks (union, intersection, vote<m>, mean_magnitude)."""
+    from lotto.masks import vote_threshold
+
+    return isinstance(ticket, str) and (ticket in OPS or vote_threshold(ticket) is not None)
+
+
+#: which composition each accuracy figure shows, and its view: k=2 at every t (by_t), the largest t at every k
+#: (by_k), or every composition at k=2 and the largest t (by_op)
 ACCURACY_VIEWS: dict[str, tuple[str, str]] = {
     "fig2a": ("union", "by_t"),
     "fig2b": ("intersection", "by_t"),
     "fig2c": ("union", "by_k"),
     "fig2d": ("intersection", "by_k"),
+    "fig2e": (EVERY_OP, "by_op"),
 }
 
 #: summary tables written by the `tables` target (results/<experiment>/tables/<name>.csv)

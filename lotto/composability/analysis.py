@@ -2,8 +2,10 @@
 
 Three kinds of record, one JSON file each:
 
-* composed-mask sidecar ``compose.json`` (one per replicate, t, k, op, s): overlap of the k sibling masks;
-* retrained-ticket ``metrics.json`` (one per replicate, t, ticket, s): union/intersection/oneshot/random;
+* composed-mask sidecar ``compose.json`` (one per replicate, t, k, op, s): overlap of the k sibling masks, raw
+  and final sparsity of the composition;
+* retrained-ticket ``metrics.json`` (one per replicate, t, ticket, s): a composition (union, intersection,
+  vote<m>, mean_magnitude), oneshot or random;
 * dense sibling ``metrics.json`` (one per replicate, t, sibling): ``ticket == "dense"``.
 
 :func:`load_records` reads them into one DataFrame (a ``record`` column says "compose" or "metrics");
@@ -21,8 +23,10 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from lotto.composability import ACCURACY_VIEWS, FIGURES
+from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES, is_composition
+from lotto.masks import vote_threshold
 
+#: the paper's compositions; composability.ops adds vote<m> and mean_magnitude (see is_composition)
 TICKETS_COMPOSED = ("union", "intersection")
 TICKETS_BASELINE = ("oneshot", "random")
 TICKET_DENSE = "dense"
@@ -34,10 +38,10 @@ ACCURACY_COLUMNS = ["replicate", "pretrain_steps", "ticket", "k", "target_sparsi
 # Columns of the load_records frame (unknown keys of the records are dropped).
 RECORD_COLUMNS = [
     "record", "replicate", "pretrain_steps", "ticket", "k", "sibling", "target_sparsity", "sparsity",
-    "kept", "total", "overlap", "chance", "test_accuracy", "test_loss", "source",
+    "kept", "total", "raw_sparsity", "raw_kept", "overlap", "chance", "test_accuracy", "test_loss", "source",
 ]
-_INT_COLUMNS = ("replicate", "pretrain_steps", "k", "sibling", "kept", "total")
-_FLOAT_COLUMNS = ("target_sparsity", "sparsity", "overlap", "chance", "test_accuracy", "test_loss")
+_INT_COLUMNS = ("replicate", "pretrain_steps", "k", "sibling", "kept", "total", "raw_kept")
+_FLOAT_COLUMNS = ("target_sparsity", "sparsity", "raw_sparsity", "overlap", "chance", "test_accuracy", "test_loss")
 
 _REQUIRED = {
     "compose": ("replicate", "pretrain_steps", "k", "ticket", "target_sparsity", "sparsity", "overlap"),
@@ -86,22 +90,26 @@ def _parse_record(path: Path, rec) -> dict:
     for key in required:
         if key not in rec:
             raise ValueError(f"{path}: missing required key {key!r} ({kind} record)")
-    valid = TICKETS_COMPOSED if kind == "compose" else TICKETS_METRICS
-    if ticket not in valid:
-        raise ValueError(f"{path}: key 'ticket' must be one of {list(valid)}, got {ticket!r}")
-    if ticket in TICKETS_COMPOSED and "k" not in rec:
+    composed = is_composition(ticket)
+    if not (composed or (kind == "metrics" and ticket in TICKETS_METRICS)):
+        valid = [] if kind == "compose" else list(TICKETS_BASELINE + (TICKET_DENSE,))
+        raise ValueError(f"{path}: key 'ticket' must be a composition (union, intersection, vote<m>, "
+                         f"mean_magnitude){''.join(f' or {v!r}' for v in valid)}, got {ticket!r}")
+    if composed and "k" not in rec:
         raise ValueError(f"{path}: missing required key 'k' (composed {ticket} ticket)")
 
     out: dict = {"record": kind, "ticket": ticket, "source": str(path)}
     out["replicate"] = _as_int(path, "replicate", rec["replicate"])
     out["pretrain_steps"] = _as_int(path, "pretrain_steps", rec["pretrain_steps"])
-    k = _as_int(path, "k", rec.get("k"), allow_none=ticket not in TICKETS_COMPOSED)
+    k = _as_int(path, "k", rec.get("k"), allow_none=not composed)
     if k is not None and k < 1:
         raise ValueError(f"{path}: key 'k' must be >= 1, got {k}")
     out["k"] = k
     out["sibling"] = _as_int(path, "sibling", rec.get("sibling"), allow_none=True)
     out["kept"] = _as_int(path, "kept", rec.get("kept"), allow_none=True)
     out["total"] = _as_int(path, "total", rec.get("total"), allow_none=True)
+    out["raw_kept"] = _as_int(path, "raw_kept", rec.get("raw_kept"), allow_none=True)
+    out["raw_sparsity"] = _as_float(path, "raw_sparsity", rec.get("raw_sparsity"), allow_none=True)
     if ticket == TICKET_DENSE:
         out["target_sparsity"] = _as_float(path, "target_sparsity", rec.get("target_sparsity", 0.0))
         out["sparsity"] = _as_float(path, "sparsity", rec.get("sparsity", 0.0))
@@ -175,25 +183,25 @@ def _duplicates(df: pd.DataFrame, keys: list[str], what: str) -> None:
 
 
 def _overlap_records(df: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Compose records, one row per (replicate, t, k, s): union and intersection sidecars share the overlap."""
+    """Compose records, one row per (replicate, t, k, s): every composition's sidecar shares the overlap."""
     _check_columns(df, ["record", "replicate", "pretrain_steps", "k", "ticket", "target_sparsity", "overlap"], what)
-    comp = df[(df["record"] == "compose") & df["ticket"].isin(TICKETS_COMPOSED)].copy()
+    comp = df[df["record"] == "compose"].copy()
     keys = ["replicate", "pretrain_steps", "k", "target_sparsity"]
     _duplicates(comp, keys + ["ticket"], what)
     if "chance" not in comp:
         comp["chance"] = np.nan
     missing = comp["chance"].isna()
     comp.loc[missing, "chance"] = comp.loc[missing, "target_sparsity"] ** (comp.loc[missing, "k"].astype(float) - 1)
-    # union and intersection sidecars must agree on the overlap (it is a property of the sibling masks)
+    # every composition's sidecar must agree on the overlap (it is a property of the sibling masks)
     both = comp.groupby(keys, dropna=False)["overlap"].agg(["min", "max"])
     bad = both[(both["max"] - both["min"]).abs() > 1e-6]
     if len(bad):
         key = bad.index[0]
         rows = comp[(comp[keys] == pd.Series(key, index=keys)).all(axis=1)]
         sources = list(rows["source"]) if "source" in rows else []
-        raise ValueError(f"{what}: union and intersection sidecars disagree on the overlap for "
+        raise ValueError(f"{what}: the sidecars of the compositions disagree on the overlap for "
                          f"{dict(zip(keys, key))}: {sources}")
-    comp["_order"] = (comp["ticket"] != "union").astype(int)  # prefer the union sidecar
+    comp["_order"] = comp["ticket"].map(ticket_rank)  # prefer the union sidecar
     comp = comp.sort_values(keys + ["_order"], kind="stable").drop_duplicates(keys, keep="first")
     return comp
 
@@ -225,7 +233,17 @@ def _dense_per_replicate(df: pd.DataFrame, t_values, what: str) -> pd.DataFrame:
     return agg[ACCURACY_COLUMNS]
 
 
-_TICKET_ORDER = {t: i for i, t in enumerate(TICKETS_COMPOSED + TICKETS_BASELINE + (TICKET_DENSE,))}
+_FIXED_RANK = {"union": 0, "intersection": 2, "mean_magnitude": 3, "oneshot": 4, "random": 5, TICKET_DENSE: 6}
+
+
+def ticket_rank(ticket: str) -> float:
+    """Sort key of tickets in tables and legends: union, vote1, vote2, ..., intersection, mean_magnitude, the
+    baselines, dense (votes sit between the union and the intersection, as their masks do)."""
+    m = vote_threshold(ticket)
+    if m is not None:
+        return 1 + m / (m + 1)  # in (1, 2), increasing in m
+    return float(_FIXED_RANK.get(ticket, 7))
+
 
 
 def _accuracy_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -234,26 +252,28 @@ def _accuracy_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
     _check_columns(df, ["record", "replicate", "pretrain_steps", "ticket", "k", "target_sparsity", "sparsity",
                         "test_accuracy"], what)
     metrics = df[df["record"] == "metrics"]
-    comp = metrics[metrics["ticket"] == op]
+    if op == EVERY_OP:
+        comp = metrics[metrics["ticket"].map(is_composition).astype(bool)]
+        desc = "compositions"
+    else:
+        comp = metrics[metrics["ticket"] == op]
+        desc = f"{op} records"
+    comp = comp[comp["k"] == 2] if view in ("by_t", "by_op") else comp[comp["k"].notna()]
+    if comp.empty:
+        k_text = " with k=2" if view in ("by_t", "by_op") else ""
+        raise ValueError(f"{what}: no retrained {desc}{k_text} among the {len(df)} records given")
     if view == "by_t":
-        comp = comp[comp["k"] == 2]
-        if comp.empty:
-            raise ValueError(f"{what}: no retrained {op} records with k=2 among the {len(df)} records given")
         t_values = sorted(comp["pretrain_steps"].unique())
     else:
-        comp = comp[comp["k"].notna()]
-        if comp.empty:
-            raise ValueError(f"{what}: no retrained {op} records among the {len(df)} records given")
-        t_max = comp["pretrain_steps"].max()
-        comp = comp[comp["pretrain_steps"] == t_max]
-        t_values = [t_max]
-    _duplicates(comp, ["replicate", "pretrain_steps", "k", "target_sparsity"], what)
+        t_values = [comp["pretrain_steps"].max()]
+        comp = comp[comp["pretrain_steps"] == t_values[0]]
+    _duplicates(comp, ["replicate", "pretrain_steps", "ticket", "k", "target_sparsity"], what)
     base = metrics[metrics["ticket"].isin(TICKETS_BASELINE) & metrics["pretrain_steps"].isin(t_values)]
     _duplicates(base, ["replicate", "pretrain_steps", "ticket", "target_sparsity"], what)
     dense = _dense_per_replicate(df, t_values, what)
     parts = [p[ACCURACY_COLUMNS] for p in (comp, base, dense) if len(p)]
     out = pd.concat(parts, ignore_index=True)
-    out["_order"] = out["ticket"].map(_TICKET_ORDER)
+    out["_order"] = out["ticket"].map(ticket_rank)
     out["_k"] = pd.to_numeric(out["k"]).fillna(0)
     out = out.sort_values(["_order", "pretrain_steps", "_k", "target_sparsity", "replicate"], kind="stable")
     out = out.drop(columns=["_order", "_k"]).reset_index(drop=True)
@@ -270,7 +290,7 @@ def figure_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
     """The tidy table figure ``name`` plots (and writes as its CSV), selected from the records ``df``.
 
     fig1a/fig1b: columns :data:`OVERLAP_COLUMNS` (one row per replicate, t, k, target sparsity).
-    fig2a-fig2d: columns :data:`ACCURACY_COLUMNS` (composed tickets, then oneshot, random and dense rows;
+    fig2a-fig2e: columns :data:`ACCURACY_COLUMNS` (composed tickets, then oneshot, random and dense rows;
     dense rows hold the mean over a replicate's dense siblings, with sparsity 0 and k <NA>).
     Raises ValueError for an unknown figure or when the records hold nothing to plot.
     """
@@ -306,8 +326,9 @@ def _mean_std_n(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.Data
 def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Aggregates over replicates of everything present: mean, std (ddof=1; NaN for n=1) and n.
 
-    ``overlap``: per (pretrain_steps, k, target_sparsity): overlap, chance, and the composed sparsity of the
-    union and the intersection where their sidecars are present.
+    ``overlap``: per (pretrain_steps, k, target_sparsity): overlap, chance, and for every composition whose
+    sidecars are present the sparsity of its mask (``<op>_sparsity_mean``) and, where recorded, the sparsity
+    before composability.match_sparsity brought it to the target (``<op>_raw_sparsity_mean``).
     ``accuracy``: per (pretrain_steps, ticket, k, target_sparsity): sparsity and test accuracy of every retrained
     ticket, and the dense networks (each replicate's siblings averaged first, so n counts replicates).
     """
@@ -318,11 +339,12 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         ov = _mean_std_n(comp, okeys, ["overlap"])
         ov["chance"] = comp.groupby(okeys, sort=True)["chance"].mean().to_numpy()
         allcomp = df[df["record"] == "compose"]
-        for op in TICKETS_COMPOSED:
+        for op in sorted(allcomp["ticket"].unique(), key=ticket_rank):
             sub = allcomp[allcomp["ticket"] == op]
-            if len(sub):
-                s = sub.groupby(okeys, as_index=False).agg(**{f"{op}_sparsity_mean": ("sparsity", "mean")})
-                ov = ov.merge(s, on=okeys, how="left")
+            cols = {f"{op}_sparsity_mean": ("sparsity", "mean")}
+            if "raw_sparsity" in sub and sub["raw_sparsity"].notna().any():
+                cols[f"{op}_raw_sparsity_mean"] = ("raw_sparsity", "mean")
+            ov = ov.merge(sub.groupby(okeys, as_index=False).agg(**cols), on=okeys, how="left")
         out["overlap"] = ov.reset_index(drop=True)
     else:
         out["overlap"] = pd.DataFrame(columns=okeys + ["overlap_mean", "overlap_std", "n", "chance"])
@@ -336,7 +358,7 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         rows = pd.concat(parts, ignore_index=True)
         rows["k"] = pd.array([None if pd.isna(v) else int(v) for v in rows["k"]], dtype="Int64")
         acc = _mean_std_n(rows, akeys, ["sparsity", "test_accuracy"])
-        acc["_order"] = acc["ticket"].map(_TICKET_ORDER)
+        acc["_order"] = acc["ticket"].map(ticket_rank)
         acc = acc.sort_values(["pretrain_steps", "_order", "k", "target_sparsity"], kind="stable", na_position="first")
         out["accuracy"] = acc.drop(columns="_order").reset_index(drop=True)
     else:

@@ -5,35 +5,61 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lotto.composability import FIGURES
+from lotto.composability import FIGURES, is_composition
 from lotto.runner import log, parse_labels
 
 
 def cmd_compose(args) -> None:
-    from lotto import io, masks as M
+    from lotto import io, masks as M, pruning
 
+    if not is_composition(args.op):
+        raise ValueError(f"--op {args.op!r}: valid: union, intersection, vote<m> (m >= 1) or mean_magnitude")
     loaded = [M.Mask.load(p) for p in args.masks]
+    M.check_same_layout(loaded)
+    k = len(loaded)
     s = float(args.sparsity)
     labels = parse_labels(args.labels)
-    composed = M.compose(loaded, args.op).with_meta(op=args.op, parents=[str(p) for p in args.masks], **labels)
-    composed.save(args.out)
-    k = len(loaded)
+    weights = None
+    if args.op == "mean_magnitude" or args.match_sparsity:
+        if len(args.checkpoints or []) != k:
+            need = "mean_magnitude" if args.op == "mean_magnitude" else "--match-sparsity"
+            raise ValueError(f"{need} needs the {k} sibling checkpoints of the masks (--checkpoints), "
+                             f"got {len(args.checkpoints or [])}")
+        names = loaded[0].names
+        weights = [io.load_arrays(c, names)[0] for c in args.checkpoints]
+    if args.op == "mean_magnitude":
+        raw = pruning.mean_magnitude(weights, s)
+    else:
+        raw = M.compose(loaded, args.op)
+    d = raw.total
+    target_kept = pruning.kept_at(d, s)
+    # matching ranks by the same score mean_magnitude prunes by: the siblings' mean |w|
+    final = pruning.match_kept(raw, pruning.mean_abs(weights), target_kept) if args.match_sparsity else raw
+    parents = [str(p) for p in args.masks]
+    final.with_meta(op=args.op, parents=parents, checkpoints=[str(c) for c in args.checkpoints or []],
+                    match_sparsity=bool(args.match_sparsity), raw_kept=raw.kept(), **labels).save(args.out)
     record = {
         **labels,
         "ticket": args.op,
         "k": k,
         "target_sparsity": s,
-        "sparsity": composed.sparsity(),
-        "kept": composed.kept(),
-        "total": composed.total,
+        "match_sparsity": bool(args.match_sparsity),
+        "raw_sparsity": raw.sparsity(),
+        "raw_kept": raw.kept(),
+        "sparsity": final.sparsity(),
+        "kept": final.kept(),
+        "target_kept": target_kept,
+        "total": d,
         "overlap": M.overlap_ratio(loaded, s),
         "chance": M.chance_overlap(s, k),
-        "parents": [str(p) for p in args.masks],
+        "parents": parents,
+        "checkpoints": [str(c) for c in args.checkpoints or []],
     }
     if args.sidecar:
         io.write_json(args.sidecar, record)
-    log(f"{args.op} of {k} masks at s={s}: sparsity {record['sparsity']:.4f}, overlap {record['overlap']:.4f} "
-        f"(chance {record['chance']:.4f}) -> {args.out}")
+    matched = f" (raw {record['raw_sparsity']:.4f}, matched)" if args.match_sparsity else ""
+    log(f"{args.op} of {k} siblings at s={s}: sparsity {record['sparsity']:.4f}{matched}, overlap "
+        f"{record['overlap']:.4f} (chance {record['chance']:.4f}) -> {args.out}")
 
 
 def cmd_figure(args) -> None:
@@ -59,9 +85,17 @@ def cmd_tables(args) -> None:
 
 def register(add, common) -> None:
     sp = add("compose", cmd_compose,
-             "Compose sibling masks by union (keep what any keeps) or intersection (keep what all keep); "
-             "the sidecar JSON records the composed sparsity and the overlap of pruned weights vs chance.")
-    sp.add_argument("--op", choices=["union", "intersection"], required=True, help="how the masks are combined")
+             "Compose k sibling masks: union (keep what any keeps), intersection (what all keep), vote<m> (what at "
+             "least m keep) or mean_magnitude (global magnitude pruning of the siblings' mean |w|, from their "
+             "checkpoints); optionally brought to exactly the target sparsity. The sidecar JSON records the raw "
+             "and final sparsity and kept counts, and the overlap of pruned weights vs chance.")
+    sp.add_argument("--op", required=True, metavar="OP",
+                    help="union, intersection, vote<m> (m >= 1) or mean_magnitude")
+    sp.add_argument("--checkpoints", nargs="+", default=None,
+                    help="the siblings' trained checkpoints, in the masks' order (mean_magnitude, --match-sparsity)")
+    sp.add_argument("--match-sparsity", action="store_true",
+                    help="prune (union) or grow back (intersection, vote) by the siblings' mean |w| until exactly "
+                    "round(s * d) weights are pruned")
     sp.add_argument("--sparsity", required=True, help="the sparsity the sibling masks were pruned to")
     sp.add_argument("--labels", default=None, help="JSON object copied into the mask metadata and the sidecar")
     sp.add_argument("--sidecar", default=None, help="JSON record to write (sparsity, overlap, chance)")

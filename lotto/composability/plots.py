@@ -19,8 +19,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from lotto.composability import ACCURACY_VIEWS, FIGURES  # noqa: E402
-from lotto.composability.analysis import ACCURACY_COLUMNS, OVERLAP_COLUMNS  # noqa: E402
+from lotto.composability import ACCURACY_VIEWS, FIGURES, is_composition  # noqa: E402
+from lotto.composability.analysis import ACCURACY_COLUMNS, OVERLAP_COLUMNS, ticket_rank  # noqa: E402
+from lotto.masks import vote_threshold  # noqa: E402
 
 X_LABEL_TARGET = "target sparsity (fraction of weights pruned)"
 X_LABEL_SPARSITY = "sparsity of the mask (fraction of weights pruned)"
@@ -163,10 +164,32 @@ def _replicate_note(t: pd.DataFrame) -> str:
     return f"mean ± sd over {n} replicates" if n > 1 else "1 replicate"
 
 
+def _op_label(op: str) -> str:
+    m = vote_threshold(op)
+    if m is not None:
+        return f"vote{m} (kept by >= {m} of k)"
+    return {"mean_magnitude": "mean |w| of the k, pruned"}.get(op, op)
+
+
+def _draw_baselines(ax, base: pd.DataFrame, dense: pd.DataFrame, handles: list) -> None:
+    """One-shot, random and dense lines in grey (the views whose colours stand for compositions or k)."""
+    for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
+        bsub = base[base["ticket"] == ticket]
+        if len(bsub):
+            ls, mk = _STYLE[ticket]
+            agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
+            _errorbar(ax, agg, color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, zorder=2)
+            handles.append(Line2D([], [], color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, label=label))
+    if len(dense):
+        _draw_dense(ax, dense, _DENSE_COLOR)
+        handles.append(Line2D([], [], color=_DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.6,
+                              label=LABEL_DENSE))
+
+
 def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
     op, view = ACCURACY_VIEWS[name]
     ax = fig.add_subplot()
-    comp = t[t["ticket"] == op]
+    comp = t[t["ticket"].map(is_composition).astype(bool)] if view == "by_op" else t[t["ticket"] == op]
     base = t[t["ticket"].isin(("oneshot", "random"))]
     dense = t[t["ticket"] == "dense"]
     sparse = t[t["ticket"] != "dense"]
@@ -206,6 +229,18 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
             handles.append(Line2D([], [], color=key_color, linestyle=_STYLE["dense"][0], linewidth=1.6,
                                   label=LABEL_DENSE))
         legend_title = "pretraining steps"
+    elif view == "by_op":
+        ops = sorted(comp["ticket"].unique(), key=ticket_rank)
+        colors = dict(zip(ops, sns.color_palette("colorblind", len(ops))))
+        k_text = ", ".join(_k_label(k) for k in ks)
+        t_text = ", ".join(_t_label(v) for v in ts)
+        title = f"Compositions of {k_text} sibling masks at {t_text}: test accuracy after retraining"
+        for o in ops:
+            agg = _aggregate(comp[comp["ticket"] == o], ["target_sparsity"], "sparsity", "test_accuracy")
+            _errorbar(ax, agg, color=colors[o], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
+            handles.append(Line2D([], [], color=colors[o], linestyle=ls_c, marker=mk_c, label=_op_label(o)))
+        _draw_baselines(ax, base, dense, handles)
+        legend_title = "composition"
     else:
         colors = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
         t_text = ", ".join(_t_label(v) for v in ts)
@@ -215,17 +250,7 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
             _errorbar(ax, agg, color=colors[k], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
             handles.append(Line2D([], [], color=colors[k], linestyle=ls_c, marker=mk_c,
                                   label=f"{_k_label(k)} ({op})"))
-        for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
-            bsub = base[base["ticket"] == ticket]
-            if len(bsub):
-                ls, mk = _STYLE[ticket]
-                agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
-                _errorbar(ax, agg, color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, zorder=2)
-                handles.append(Line2D([], [], color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, label=label))
-        if len(dense):
-            _draw_dense(ax, dense, _DENSE_COLOR)
-            handles.append(Line2D([], [], color=_DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.6,
-                                  label=LABEL_DENSE))
+        _draw_baselines(ax, base, dense, handles)
         legend_title = None
 
     ax.set_xlabel(X_LABEL_SPARSITY)

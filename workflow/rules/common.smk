@@ -3,9 +3,10 @@ import json
 import os
 import shlex
 
-from lotto.composability import FIGURES as COMP_FIGURES
+from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES as COMP_FIGURES
 from lotto.config import section_json
 from lotto.imp import FIGURES as IMP_FIGURE_NAMES
+from lotto.masks import vote_threshold
 from lotto.paths import sparsity_tag
 from lotto.zoo import FIGURES as ZOO_FIGURE_NAMES
 
@@ -25,10 +26,13 @@ KS = sorted(COMP["ks"]) if COMP else []
 SIBLINGS = list(range(1, max(KS) + 1)) if COMP else []
 SPARSITIES = [sparsity_tag(s) for s in COMP["sparsities"]] if COMP else []
 BASELINE_SIBLING = COMP["baseline_sibling"] if COMP else 1
+OPS = COMP["ops"] if COMP else []
+MATCH_SPARSITY = COMP["match_sparsity"] if COMP else False
 DATA = f"{ROOT}/data/{config['data']['dataset']}.npz"
 PRE_DIR = f"{ROOT}/rep{{rep}}/pre{{pre}}"
 
-FIGURES = list(COMP_FIGURES)
+# an accuracy figure of one composition is drawn when that composition is run
+FIGURES = [f for f in COMP_FIGURES if ACCURACY_VIEWS.get(f, (EVERY_OP,))[0] in [EVERY_OP, *OPS]]
 
 
 wildcard_constraints:
@@ -36,9 +40,9 @@ wildcard_constraints:
     pre=r"\d+",
     sib=r"\d+",
     k=r"\d+",
-    op="union|intersection",
+    op=r"union|intersection|mean_magnitude|vote[1-9]\d*",
     s=r"0\.\d{4}",
-    ticket=r"k\d+/(?:union|intersection)|oneshot|random",
+    ticket=r"k\d+/(?:union|intersection|mean_magnitude|vote[1-9]\d*)|oneshot|random",
 
 
 def cfg_arg(*sections):
@@ -90,6 +94,10 @@ def sibling_mask(rep, pre, sib, s):
     return f"{ROOT}/rep{rep}/pre{pre}/sibling{sib}/masks/s{s}.mask"
 
 
+def sibling_checkpoint(rep, pre, sib):
+    return f"{ROOT}/rep{rep}/pre{pre}/sibling{sib}/trained.safetensors"
+
+
 def sibling_metrics(rep, pre, sib):
     return f"{ROOT}/rep{rep}/pre{pre}/sibling{sib}/metrics.json"
 
@@ -100,6 +108,40 @@ def compose_record(rep, pre, k, op, s):
 
 def ticket_metrics(rep, pre, ticket, s):
     return f"{ROOT}/rep{rep}/pre{pre}/{ticket}/s{s}/metrics.json"
+
+
+def ops_at(k):
+    """The compositions of composability.ops run at k. vote<m> needs m <= k, and is left out where it is the
+    same mask as a listed union (m = 1) or intersection (m = k): retrained with the same noise, it would
+    repeat that ticket's training."""
+    out = []
+    for op in OPS:
+        m = vote_threshold(op)
+        if m is not None and (m > k or (m == 1 and "union" in OPS) or (m == k and "intersection" in OPS)):
+            continue
+        out.append(op)
+    return out
+
+
+def overlap_op(k):
+    """The composition whose sidecar the overlap figures read (every sidecar records the same overlap)."""
+    return "union" if "union" in ops_at(k) else ops_at(k)[0]
+
+
+def compose_inputs(w):
+    """The k sibling masks; their checkpoints too where their weights are ranked (mean_magnitude, matching)."""
+    sibs = range(1, int(w.k) + 1)
+    out = dict(masks=[sibling_mask(w.rep, w.pre, i, w.s) for i in sibs])
+    if w.op == "mean_magnitude" or MATCH_SPARSITY:
+        out["checkpoints"] = [sibling_checkpoint(w.rep, w.pre, i) for i in sibs]
+    return out
+
+
+def compose_flags(w, input):
+    flags = "--match-sparsity " if MATCH_SPARSITY else ""
+    if "checkpoints" in input.keys():
+        flags += "--checkpoints " + " ".join(input.checkpoints)
+    return flags
 
 
 def parse_ticket(ticket):
@@ -122,9 +164,13 @@ def _baselines(pres):
 def figure_inputs(name):
     top = [max(PRES)]
     if name == "fig1a":
-        return [compose_record(r, p, 2, "union", s) for r in REPS for p in PRES for s in SPARSITIES]
+        return [compose_record(r, p, 2, overlap_op(2), s) for r in REPS for p in PRES for s in SPARSITIES]
     if name == "fig1b":
-        return [compose_record(r, p, k, "union", s) for r in REPS for p in top for k in KS for s in SPARSITIES]
+        return [compose_record(r, p, k, overlap_op(k), s) for r in REPS for p in top for k in KS for s in SPARSITIES]
+    if name == "fig2e":
+        tickets = [ticket_metrics(r, p, f"k2/{op}", s) for r in REPS for p in top for op in ops_at(2)
+                   for s in SPARSITIES]
+        return tickets + _baselines(top) + _dense(top)
     op = {"fig2a": "union", "fig2b": "intersection", "fig2c": "union", "fig2d": "intersection"}[name]
     pres, ks = (PRES, [2]) if name in ("fig2a", "fig2b") else (top, KS)
     tickets = [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p in pres for k in ks for s in SPARSITIES]
@@ -141,9 +187,9 @@ def all_figure_files():
 
 def all_records():
     records = [compose_record(r, p, k, op, s) for r in REPS for p in PRES for k in KS
-               for op in ("union", "intersection") for s in SPARSITIES]
+               for op in ops_at(k) for s in SPARSITIES]
     records += [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p in PRES for k in KS
-                for op in ("union", "intersection") for s in SPARSITIES]
+                for op in ops_at(k) for s in SPARSITIES]
     return records + _baselines(PRES) + _dense(PRES)
 
 
@@ -159,9 +205,9 @@ def all_artifacts():
         for p in PRES:
             out.append(rewind_path(r, p))
             for i in SIBLINGS:
-                out.append(f"{ROOT}/rep{r}/pre{p}/sibling{i}/trained.safetensors")
+                out.append(sibling_checkpoint(r, p, i))
                 out += [sibling_mask(r, p, i, s) for s in SPARSITIES]
-            tickets = [f"k{k}/{op}" for k in KS for op in ("union", "intersection")] + ["oneshot", "random"]
+            tickets = [f"k{k}/{op}" for k in KS for op in ops_at(k)] + ["oneshot", "random"]
             for t in tickets:
                 for s in SPARSITIES:
                     out.append(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/retrained.safetensors")

@@ -106,9 +106,11 @@ rule mask:
         "--out {output} > {log} 2>&1"
 
 
+# union, intersection, vote<m> from the sibling masks; mean_magnitude (and, with composability.match_sparsity,
+# every composition) also ranks the siblings' weights, read from their checkpoints without torch
 rule compose:
     input:
-        lambda w: [sibling_mask(w.rep, w.pre, i, w.s) for i in range(1, int(w.k) + 1)],
+        unpack(compose_inputs),
     output:
         mask=f"{PRE_DIR}/k{{k}}/{{op}}/s{{s}}/mask.mask",
         record=f"{PRE_DIR}/k{{k}}/{{op}}/s{{s}}/compose.json",
@@ -116,13 +118,14 @@ rule compose:
         f"{PRE_DIR}/k{{k}}/{{op}}/s{{s}}/compose.log",
     params:
         labels=lambda w: labels_arg(replicate=int(w.rep), pretrain_steps=int(w.pre)),
+        flags=compose_flags,
     resources:
         **light_resources(),
     conda:
         LOTTO_ENV
     shell:
         "lotto compose --op {wildcards.op} --sparsity {wildcards.s} --labels {params.labels} "
-        "--sidecar {output.record} --out {output.mask} {input} > {log} 2>&1"
+        "--sidecar {output.record} --out {output.mask} {input.masks} {params.flags} > {log} 2>&1"
 
 
 rule random_ticket:
