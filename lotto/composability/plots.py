@@ -40,6 +40,7 @@ _STYLE = {
     "dense": (":", None),
 }
 _BASELINE_COLOR = {"oneshot": "0.15", "random": "0.55"}
+_OP_MARKERS = ("o", "s", "D", "v", "P", "h", "<", ">")
 _DENSE_COLOR = "0.0"
 
 _LOGIT_TICKS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999,
@@ -55,12 +56,12 @@ def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFram
     return out.reset_index().sort_values("x", kind="stable")
 
 
-def _errorbar(ax, agg: pd.DataFrame, *, color, linestyle, marker, label=None, xerr: bool = False, **kw):
+def _errorbar(ax, agg: pd.DataFrame, *, color, linestyle, marker, label=None, xerr: bool = False, markersize=5, **kw):
     many = bool((agg["n"] > 1).any())
     yerr = agg["y_sd"].fillna(0.0).to_numpy() if many else None
     xe = agg["x_sd"].fillna(0.0).to_numpy() if (many and xerr) else None
     ax.errorbar(agg["x"].to_numpy(), agg["y"].to_numpy(), yerr=yerr, xerr=xe, color=color, linestyle=linestyle,
-                marker=marker, markersize=5, linewidth=1.6, elinewidth=0.9, capsize=2.5, label=label, **kw)
+                marker=marker, markersize=markersize, linewidth=1.6, elinewidth=0.9, capsize=2.5, label=label, **kw)
 
 
 def _choose_xscale(ax, xs: np.ndarray, xscale: str) -> None:
@@ -167,8 +168,8 @@ def _replicate_note(t: pd.DataFrame) -> str:
 def _op_label(op: str) -> str:
     m = vote_threshold(op)
     if m is not None:
-        return f"vote{m} (kept by >= {m} of k)"
-    return {"mean_magnitude": "mean |w| of the k, pruned"}.get(op, op)
+        return f"vote{m} (kept by >= {m} of the k)"
+    return op
 
 
 def _draw_baselines(ax, base: pd.DataFrame, dense: pd.DataFrame, handles: list) -> None:
@@ -232,13 +233,18 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
     elif view == "by_op":
         ops = sorted(comp["ticket"].unique(), key=ticket_rank)
         colors = dict(zip(ops, sns.color_palette("colorblind", len(ops))))
+        # matched compositions can be the same mask (an intersection grown back by mean |w| is often the
+        # mean_magnitude mask): markers of their own, each smaller than the one drawn before, keep them visible
+        markers = dict(zip(ops, _OP_MARKERS * len(ops)))
+        sizes = {o: 5 + 1.5 * (len(ops) - 1 - i) for i, o in enumerate(ops)}
         k_text = ", ".join(_k_label(k) for k in ks)
         t_text = ", ".join(_t_label(v) for v in ts)
         title = f"Compositions of {k_text} sibling masks at {t_text}: test accuracy after retraining"
         for o in ops:
             agg = _aggregate(comp[comp["ticket"] == o], ["target_sparsity"], "sparsity", "test_accuracy")
-            _errorbar(ax, agg, color=colors[o], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
-            handles.append(Line2D([], [], color=colors[o], linestyle=ls_c, marker=mk_c, label=_op_label(o)))
+            _errorbar(ax, agg, color=colors[o], linestyle=ls_c, marker=markers[o], markersize=sizes[o], xerr=True,
+                      zorder=3)
+            handles.append(Line2D([], [], color=colors[o], linestyle=ls_c, marker=markers[o], label=_op_label(o)))
         _draw_baselines(ax, base, dense, handles)
         legend_title = "composition"
     else:
