@@ -3,32 +3,20 @@
 # Thin on purpose: validate the config, then include one rule file per stage. Every rule calls the
 # `lotto` command line, so each step also runs by hand. Nothing here imports torch: every cluster job
 # re-parses this file.
-import sys
-
-from lotto.config import ConfigError, read_config_file, validate_workflow
-
-
-def _lotto_or_exit(check, *args):
-    """Refuse a bad config before any job with lotto's message (it names the file or key), no traceback."""
-    try:
-        return check(*args)
-    except ConfigError as exc:
-        sys.stderr.write(f"lotto: {exc}\n")
-        sys.exit(1)
-
+from lotto.config import or_exit, read_config_file, validate_workflow
 
 # config.yaml is the default, not a base: a `--configfile` replaces it outright (Snakemake would
 # otherwise deep-merge the two, leaking paper-scale keys into a user's config). Unset keys take the
 # schema's defaults instead. lotto reads it first: Snakemake's loader names no line on a syntax error.
 if not workflow.overwrite_configfiles:
-    _lotto_or_exit(read_config_file, "config.yaml")
+    or_exit(read_config_file, "config.yaml")
 
     configfile: "config.yaml"
 
 
 # every config file again with lotto's loader (Snakemake's keeps the last of duplicate keys silently),
 # `--config` overrides folded in and validated like any other value
-_validated = _lotto_or_exit(validate_workflow, config, workflow.configfiles, workflow.config_settings.config)
+_validated = or_exit(validate_workflow, config, workflow.configfiles, workflow.config_settings.config)
 config.clear()
 config.update(_validated)
 
@@ -38,6 +26,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/composability.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/zoo.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
