@@ -376,6 +376,12 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
             f"config key 'composability.baseline_sibling': {comp['baseline_sibling']} exceeds the number "
             f"of siblings trained (max of composability.ks = {max(comp['ks'])})"
         )
+    claims = cfg.get("claims", {})
+    if claims.get("random_ticket_min_sparsity", 0.0) >= claims.get("random_ticket_max_sparsity", 1.0):
+        problems.append(
+            f"config key 'claims.random_ticket_min_sparsity': {claims['random_ticket_min_sparsity']} must be "
+            f"below claims.random_ticket_max_sparsity ({claims['random_ticket_max_sparsity']})"
+        )
     if "imp" in cfg:
         problems += _imp_problems(cfg["imp"])
     if "zoo" in cfg:
