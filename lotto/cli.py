@@ -1,6 +1,6 @@
-"""The ``lotto`` command line: the core stages (validate, stage-data, init, train, prune, random-ticket) plus
-every experiment family's own subcommands, found through the one registry :data:`lotto.families.FAMILIES`.
-Snakemake rules call these; so can you.
+"""The ``lotto`` command line: the core stages (validate, stage-data, init, train, prune, random-ticket) and the
+claims checks (claims, claims-table), plus every experiment family's own subcommands, found through the one
+registry :data:`lotto.families.FAMILIES`. Snakemake rules call these; so can you.
 
 Heavy imports (torch, seaborn) happen inside the subcommands, so ``lotto --help`` is instant.
 """
@@ -80,6 +80,31 @@ def cmd_random_ticket(args) -> None:
     log(f"random ticket (seed {seed}) from {args.mask}: sparsity {shuffled.sparsity():.4f} -> {args.out}")
 
 
+def cmd_claims(args) -> None:
+    from lotto import claims
+
+    if args.family not in FAMILIES:
+        raise ValueError(f"--family {args.family!r} is not a lotto experiment family; known: {', '.join(FAMILIES)}")
+    module = importlib.import_module(FAMILIES[args.family].claims)
+    cfg = configmod.load(args.config, partial=True)
+    if args.family not in cfg:
+        raise ValueError(f"--config has no {args.family!r} section: the {args.family} claims read it")
+    rows = module.evaluate(args.inputs, cfg)
+    claims.write_csv(rows, args.out)
+    log(f"{args.family}: {len(rows)} claims from {len(args.inputs)} records -> {args.out}")
+    print(claims.format_table(rows))
+
+
+def cmd_claims_table(args) -> None:
+    from lotto import claims
+
+    rows = claims.read_csv(args.parts)
+    if args.out:
+        claims.write_csv(rows, args.out)
+        log(f"{len(rows)} claims from {len(args.parts)} tables -> {args.out}")
+    print(claims.format_table(rows))
+
+
 # --- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -154,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed-parts", nargs="*", default=[], help="extra words mixed into the seed")
     sp.add_argument("--labels", default=None, help="JSON object stored in the mask's metadata")
     sp.add_argument("--out", required=True, help="mask file to write")
+
+    sp = add("claims", cmd_claims,
+             "Check one family's papers' claims on its records: one row per claim (the numbers compared, the "
+             "tolerance of the config's claims section, and a verdict PASS, FAIL or INCONCLUSIVE) written as CSV "
+             "and printed as a table.")
+    sp.add_argument("--family", required=True, help=f"experiment family: {', '.join(FAMILIES)}")
+    sp.add_argument("--config", required=True,
+                    help="YAML config file or inline JSON object with the claims section and the family's")
+    sp.add_argument("--out", required=True, help="CSV to write")
+    sp.add_argument("inputs", nargs="+", help="the family's records (JSON) and, for the zoo, mask files")
+
+    sp = add("claims-table", cmd_claims_table,
+             "Merge claims CSVs (lotto claims) into one and print it as a table; without --out, just print.")
+    sp.add_argument("--out", default=None, help="merged CSV to write")
+    sp.add_argument("parts", nargs="+", help="claims CSV files")
 
     # every family registers its own subcommands; imported here (not lazily) so `lotto --help` lists them all
     for family in FAMILIES.values():

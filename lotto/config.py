@@ -385,6 +385,12 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
                 f"config key 'composability.ops[{i}]': {op} keeps what at least {m} sibling masks keep, but at "
                 f"most max(composability.ks) = {max(comp['ks'])} are composed; valid: vote1..vote{max(comp['ks'])}"
             )
+    claims = cfg.get("claims", {})
+    if claims.get("random_ticket_min_sparsity", 0.0) >= claims.get("random_ticket_max_sparsity", 1.0):
+        problems.append(
+            f"config key 'claims.random_ticket_min_sparsity': {claims['random_ticket_min_sparsity']} must be "
+            f"below claims.random_ticket_max_sparsity ({claims['random_ticket_max_sparsity']})"
+        )
     if "imp" in cfg:
         problems += _imp_problems(cfg["imp"])
     if "zoo" in cfg:
@@ -628,6 +634,19 @@ def validate_workflow(config: Mapping, configfiles: Iterable = (), overrides: Ma
             given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
             raise ConfigError(f"{exc}\n  (values given with --config: {given})") from None
         raise
+
+
+def or_exit(check, *args):
+    """``check(*args)``, for the Snakefile: a bad config ends the run with lotto's message (it names the file or
+    key) and exit status 1, not a traceback. Here, not in the Snakefile: `snakemake --lint` wants no functions
+    beside rules."""
+    import sys
+
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        sys.stderr.write(f"lotto: {exc}\n")
+        sys.exit(1)
 
 
 def load(path_or_json: str | Path, partial: bool = False) -> dict:

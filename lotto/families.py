@@ -2,7 +2,8 @@
 ``lotto`` CLI all read it.
 
 A family is a subpackage ``lotto/<name>/`` (its ``__init__`` lists ``FIGURES`` without importing anything
-heavy; ``cli.register(add, common)`` adds its subcommands), a rule file ``workflow/rules/<name>.smk`` and a
+heavy; ``cli.register(add, common)`` adds its subcommands; ``claims.evaluate(paths, cfg)`` checks its papers' claims),
+a rule file ``workflow/rules/<name>.smk`` and a
 top-level config section ``<name>:`` marked ``x-family: true`` in the schema. Adding a family = those three
 plus one line here (docs/ARCHITECTURE.md).
 """
@@ -25,6 +26,11 @@ class Family:
     @property
     def cli(self) -> str:
         return f"lotto.{self.name}.cli"
+
+    @property
+    def claims(self) -> str:
+        """Module whose ``evaluate(paths, cfg)`` checks the family's papers' claims (``lotto claims``)."""
+        return f"lotto.{self.name}.claims"
 
     def figures(self) -> dict[str, str]:
         """figure name -> what it shows, from the family's import-light package."""

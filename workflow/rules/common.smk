@@ -4,6 +4,7 @@ import os
 import shlex
 
 from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES as COMP_FIGURES
+from lotto.composability.claims import random_ticket_point
 from lotto.config import section_json
 from lotto.imp import FIGURES as IMP_FIGURE_NAMES
 from lotto.masks import vote_threshold
@@ -228,6 +229,23 @@ def ticket_labels(w):
     )
 
 
+def comp_claim_inputs():
+    """The records the composability claims read (lotto/composability/claims.py), and no more: intersection
+    sidecars (overlap, and sparsity per k) at every t; unions and intersections retrained at the largest t (every k)
+    and at t=0 (k=2); the one-shot curve at the largest t; the random ticket at the one sparsity its claim uses."""
+    top = max(PRES)
+    recs = [compose_record(r, p, k, "intersection", s) for r in REPS for p in PRES for k in KS for s in SPARSITIES]
+    composed = [(top, k) for k in KS] + ([(0, 2)] if 0 in PRES and top != 0 else [])
+    recs += [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p, k in composed
+             for op in ("union", "intersection") for s in SPARSITIES]
+    recs += [ticket_metrics(r, top, "oneshot", s) for r in REPS for s in SPARSITIES]
+    cl = config["claims"]
+    point = random_ticket_point(COMP["sparsities"], cl["random_ticket_min_sparsity"], cl["random_ticket_max_sparsity"])
+    if point is not None:
+        recs += [ticket_metrics(r, top, "random", sparsity_tag(point)) for r in REPS]
+    return recs
+
+
 # === zoo family: paths and targets (rules in zoo.smk) ========================================
 from lotto.config import load_schema as _zoo_schema  # noqa: E402
 
@@ -367,6 +385,15 @@ if ZOO:
                     for m in ZOO["methods"]]
         raise ValueError(name)
 
+    def zoo_claim_inputs():
+        """What the zoo claims read (lotto/zoo/claims.py): the main task's last-round masks and metrics of every
+        method x handling, every task's bespoke ticket mask, and every ticket retrained on every task."""
+        masks = zoo_masks([ZOO_MAIN], iterations=[ZOO_N])
+        masks += [zoo_ticket_mask(r, f"bespoke_{t}") for r in ZOO_REPS for t in ZOO_TASKS]
+        rounds = [f"{zoo_dir(r, ZOO_MAIN, m, h, ZOO_N)}/metrics.json" for r in ZOO_REPS for m, h in zoo_runs(ZOO_MAIN)]
+        transfer = [zoo_transfer_metrics(r, k, t) for r in ZOO_REPS for k in ZOO_TICKETS for t in ZOO_TASKS]
+        return list(dict.fromkeys(masks + rounds + transfer))
+
     def zoo_figure_files(name):
         return [f"{ROOT}/figures/{name}{ext}" for ext in (".png", ".pdf", ".csv")]
 
@@ -476,6 +503,12 @@ if IMP:
         del IMP_FIGURES["imp_adaptive"]
     IMP_TABLE = f"{ROOT}/tables/imp_adaptive.csv"
 
+    def imp_claim_inputs():
+        """What the IMP claims read (lotto/imp/claims.py): the paths between successive levels and the fixed
+        chain's level metrics at every rewind point, and the adaptive chain's where it runs."""
+        recs = imp_successive_paths() + imp_all_metrics("fixed", IMP_PRES)
+        return list(dict.fromkeys(recs + imp_all_metrics("adaptive", IMP_AD_PRES)))
+
     def imp_figure_files():
         return [f"{ROOT}/figures/{n}{ext}" for n in IMP_FIGURES for ext in (".png", ".pdf", ".csv")]
 
@@ -492,3 +525,17 @@ if IMP:
                     out.append(imp_ckpt(r, p, "adaptive", L))
                     out += imp_mask(r, p, "adaptive", L)
         return out
+
+
+# === claims: one table per family (claims_<family> in its rule file), merged by `claims` (report.smk) =========
+from lotto.families import FAMILIES as _FAMILIES  # noqa: E402
+
+CLAIMS_TABLE = f"{ROOT}/tables/claims.csv"
+
+
+def claims_part(family):
+    return f"{ROOT}/tables/claims-{family}.csv"
+
+
+def claims_parts():
+    return [claims_part(name) for name in _FAMILIES if config.get(name)]

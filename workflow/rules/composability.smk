@@ -192,3 +192,18 @@ if COMP:
     # every checkpoint and mask is a target too, so that deleting any one of them rebuilds it (and,
     # through its newer timestamp, only the steps downstream of it)
     TARGETS += all_figure_files() + summary_tables() + all_artifacts()
+
+    rule claims_composability:
+        input:
+            comp_claim_inputs(),
+        output:
+            claims_part("composability"),
+        log:
+            f"{ROOT}/logs/claims-composability.log",
+        params:
+            cfg=cfg_arg("claims", "composability"),
+        localrule: True
+        conda:
+            LOTTO_ENV
+        shell:
+            "lotto claims --family composability --config {params.cfg} --out {output} {input} > {log} 2>&1"

@@ -195,3 +195,18 @@ if IMP:
             imp_figure_files() + ([IMP_TABLE] if IMP_AD_PRES else []),
 
     TARGETS += imp_figure_files() + ([IMP_TABLE] if IMP_AD_PRES else []) + imp_artifacts()
+
+    rule claims_imp:
+        input:
+            imp_claim_inputs(),
+        output:
+            claims_part("imp"),
+        log:
+            f"{ROOT}/logs/claims-imp.log",
+        params:
+            cfg=cfg_arg("claims", "imp"),
+        localrule: True
+        conda:
+            LOTTO_ENV
+        shell:
+            "lotto claims --family imp --config {params.cfg} --out {output} {input} > {log} 2>&1"

@@ -192,3 +192,18 @@ if ZOO:
             [f for name in ZOO_FIGURES for f in zoo_figure_files(name)],
 
     TARGETS += [f for name in ZOO_FIGURES for f in zoo_figure_files(name)] + zoo_artifacts()
+
+    rule claims_zoo:
+        input:
+            zoo_claim_inputs(),
+        output:
+            claims_part("zoo"),
+        log:
+            f"{ROOT}/logs/claims-zoo.log",
+        params:
+            cfg=cfg_arg("claims", "zoo"),
+        localrule: True
+        conda:
+            LOTTO_ENV
+        shell:
+            "lotto claims --family zoo --config {params.cfg} --out {output} {input} > {log} 2>&1"
