@@ -72,7 +72,10 @@ def model_from_checkpoint(state: dict, meta: dict, model_cfg: dict, path: str | 
     """
     from lotto import io, models
 
-    m = meta["model"]
+    m = meta.get("model")
+    if m is None:
+        raise io.ArtifactError(f"{path}: its metadata does not say which network it holds (no 'model' key); lotto "
+                               "trains only checkpoints written by lotto init / lotto train")
     if model_cfg.get("name") != m["name"]:
         raise io.ArtifactError(
             f"{path}: the checkpoint holds a {m['name']}, but the config's model.name is "

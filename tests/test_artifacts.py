@@ -138,13 +138,18 @@ def bit_flipped_mask(d: Path) -> tuple[Path, str]:
 DAMAGED_MASKS = [truncated_mask, bit_flipped_mask]
 
 
-@pytest.mark.parametrize("command", ["prune", "train"])
+@pytest.mark.parametrize("command", ["prune", "train", "compose"])
 @pytest.mark.parametrize("make", DAMAGED_CHECKPOINTS, ids=lambda f: f.__name__)
 def test_a_damaged_checkpoint_is_refused(good, run, make, command):
+    """prune and train read checkpoints with torch; compose's mean_magnitude reads them as numpy arrays."""
     bad, why = make(good)
     if command == "prune":
         out = good / f"pruned-{bad.stem}.mask"
         argv = ["prune", "--checkpoint", bad, "--sparsity", 0.5, "--out", out]
+    elif command == "compose":
+        out = good / f"mean-{bad.stem}.mask"
+        argv = ["compose", "--op", "mean_magnitude", "--sparsity", 0.5, "--out", out, "--checkpoints",
+                good / "init.safetensors", bad, "--", good / "good.mask", good / "good.mask"]
     else:
         out = good / f"trained-{bad.stem}.safetensors"
         argv = train_argv(good, bad, out)
