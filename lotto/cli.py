@@ -8,10 +8,12 @@ Heavy imports (torch, seaborn) happen inside the subcommands, so ``lotto --help`
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
 import sys
+import traceback
 
 from lotto import __version__, config as configmod
 from lotto.families import FAMILIES
@@ -106,14 +108,23 @@ def cmd_claims_table(args) -> None:
 
 
 # --- parser -------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other failure (its default prints the usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"lotto: error: {message} ({self.prog}); see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="lotto",
         description="Lottery-ticket pruning experiments, one stage per subcommand. The Snakemake workflow "
         "calls these; each can be run by hand. CONFIG is a YAML file (like config.yaml) or an inline JSON "
         "object holding the sections the stage needs.",
     )
     p.add_argument("--version", action="version", version=f"lotto {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of a failure too (so does the environment variable LOTTO_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
     def add(name, func, help_):
@@ -202,25 +213,84 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one subcommand. Any failure is ONE line on stderr, ``lotto: error: <what>, <which file>, <what to do>``,
+    and a non-zero exit: 2 for config errors, 143 after a SIGTERM that saved the training state, 130 on Ctrl-C,
+    1 otherwise. The traceback is printed too with ``lotto --debug`` or LOTTO_DEBUG=1."""
     args = build_parser().parse_args(argv)
-    debug = os.environ.get("LOTTO_DEBUG") not in (None, "", "0")
+    debug = args.debug or os.environ.get("LOTTO_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
-    except configmod.ConfigError as exc:
-        print(f"lotto: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if debug:
-            raise
-        print(f"lotto: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        trainer = sys.modules.get("lotto.train")  # only imported by the subcommands that train
-        if trainer is not None and isinstance(exc, trainer.Interrupted):
-            print(f"lotto: {exc}", file=sys.stderr)
-            return 128 + 15  # what a process killed by SIGTERM reports
-        raise
+            traceback.print_exc()
+        code, line = _failure(exc, args)
+        print(line, file=sys.stderr, flush=True)
+        return code
     return 0
+
+
+def _one_line(text: str) -> str:
+    """Multi-line messages (config problems, torch's load_state_dict) folded into one line."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)
+
+
+def _files(args) -> list[str]:
+    """The file arguments of a command line (the inputs it reads and the outputs it writes)."""
+    found = []
+    for key, value in vars(args).items():
+        if key in ("func", "command", "labels") or value is None:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.lstrip().startswith("{") and ("/" in v or "." in v) and not _number(v):
+                found.append(v)
+    return found
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _failure(exc: BaseException, args) -> tuple[int, str]:
+    """(exit code, the one line) for an exception that ended the subcommand ``args``."""
+    trainer = sys.modules.get("lotto.train")  # only imported by the subcommands that train
+    if trainer is not None and isinstance(exc, trainer.Interrupted):
+        return 128 + 15, f"lotto: {exc}"  # what a process killed by SIGTERM reports
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "lotto: error: interrupted (Ctrl-C); outputs not yet complete were not written, rerun to finish"
+    if isinstance(exc, configmod.ConfigError):
+        what = _one_line(exc)
+        config = getattr(args, "config", None)
+        if config and not config.lstrip().startswith("{") and config not in what:
+            what += f" (config {config})"
+        return 2, f"lotto: error: {what}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = exc.filename or (getattr(args, "out", None) or "the output")
+        return 1, (f"lotto: error: {os.strerror(exc.errno)}, writing {where}, free space on that file system "
+                   "(or write elsewhere) and rerun")
+    if isinstance(exc, OSError) and exc.filename:
+        advice = {errno.ENOENT: "check the path", errno.EACCES: "check its permissions",
+                  errno.EPERM: "check its permissions", errno.EROFS: "write elsewhere"}.get(exc.errno, "check it and rerun")
+        return 1, f"lotto: error: {exc.strerror or exc}, {exc.filename}, {advice}"
+    ours = isinstance(exc, (ValueError, FloatingPointError, OSError))  # raised with lotto's own messages
+    what = _one_line(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    if not ours:
+        what = f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+    files = _files(args)
+    if not any(f in what for f in files):
+        out = getattr(args, "out", None) or getattr(args, "out_prefix", None)
+        what += f" (lotto {args.command}{f', writing {out}' if out else ''})"
+    if not ours:
+        what += "; rerun with lotto --debug (or LOTTO_DEBUG=1) for the traceback"
+    return 1, f"lotto: error: {what}"
 
 
 if __name__ == "__main__":

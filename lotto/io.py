@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -64,9 +65,44 @@ def atomic_write(path: str | Path, suffix: str = "") -> Iterator[Path]:
         # after the block: a writer may have replaced the temporary file rather than written into it
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except Exception as exc:
+        if _disk_full(exc, path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# Below this many free bytes a failed write is taken for a full disk: a write that failed for lack of space leaves
+# less than one write buffer free, while the temporary file is still there (this is checked before it is removed).
+_FULL_BELOW = 1 << 20
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _disk_full(exc: BaseException, directory: Path) -> bool:
+    """Did ``exc`` (raised while writing into ``directory``) happen because the file system is full?
+
+    Writers report it differently: Python's own writes raise OSError(ENOSPC); safetensors raises a
+    SafetensorError whose text carries "os error 28"; torch's zip writer (torch.save) only says
+    "unexpected pos N vs M". So: the errno or the text anywhere in the exception chain, else (for the
+    I/O-ish errors) the free space left in the directory.
+    """
+    seen, depth = exc, 0
+    while seen is not None and depth < 8:
+        if getattr(seen, "errno", None) in _FULL_ERRNOS:
+            return True
+        text = str(seen)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_blocks > 0 and st.f_bavail * st.f_frsize < _FULL_BELOW
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -85,23 +121,67 @@ def read_json(path: str | Path) -> Any:
 
 
 def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
-    """Save a model state dict as safetensors with ``meta`` (step, seeds, config...) in its header."""
+    """Save a model state dict as safetensors with ``meta`` (step, seeds, config...) in its header.
+
+    Refuses non-finite tensors (FloatingPointError naming the tensor): a diverged network is never an artifact.
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    bad = first_non_finite(tensors)
+    if bad:
+        name, count = bad
+        raise FloatingPointError(
+            f"refusing to write {path}: tensor '{name}' holds {count} non-finite values (NaN or inf), the "
+            "training diverged; lower training.lr and rerun"
+        )
     with atomic_write(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"lotto": json.dumps(meta, sort_keys=True)})
 
 
+def first_non_finite(state: dict) -> tuple[str, int] | None:
+    """(name, count) of the first floating-point tensor (torch or numpy) holding NaN or inf values; None when
+    all are finite."""
+    import numpy as np
+
+    for name, t in state.items():
+        if hasattr(t, "is_floating_point"):  # torch, through its methods: io itself never imports torch
+            if t.is_floating_point():
+                bad = int((~t.isfinite()).sum())
+                if bad:
+                    return name, bad
+        elif np.issubdtype(np.asarray(t).dtype, np.floating):
+            bad = int((~np.isfinite(t)).sum())
+            if bad:
+                return name, bad
+    return None
+
+
+_REDO = "delete it and rerun the job that wrote it"
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict, dict]:
-    """Load (state_dict, meta) without executing any pickled code."""
-    return _read_safetensors(path, "pt", device=str(device))
+    """Load (state_dict, meta) without executing any pickled code, and check it is what lotto wrote.
+
+    Refused (ArtifactError naming the file and the first offending tensor): unreadable or truncated files,
+    safetensors files without lotto's metadata, tensors whose names or shapes are not those of the network the
+    metadata describes, and non-finite weights.
+    """
+    state, meta = _read_safetensors(path, "pt", device=str(device))
+    m = meta.get("model")
+    if m is not None:  # every checkpoint lotto writes says which network it holds; hand-made test files may not
+        network = (f"a {m['name']} for {m['in_channels']}x{m['image_size']}x{m['image_size']} inputs and "
+                   f"{m['num_classes']} classes")
+        _check_state(path, state, _expected_shapes(path, meta), network)
+    return state, meta
 
 
 def load_arrays(path: str | Path, names: list[str] | None = None) -> tuple[dict, dict]:
     """(numpy arrays by name, meta) of a checkpoint, without torch: light jobs (masks from weights) stay light.
 
     ``names``: the tensors to read (default: all), in that order; a missing one is an error naming the file.
+    Checked like :func:`load_checkpoint` except for the shapes of the network (that needs torch): callers
+    check the arrays against the mask they go with (``lotto.masks.check_fits``).
     """
     return _read_safetensors(path, "np", names=names)
 
@@ -111,16 +191,76 @@ def _read_safetensors(path, framework: str, names=None, **open_kw) -> tuple[dict
 
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: checkpoint not found")
+        raise ArtifactError(f"{path}: checkpoint not found; check the path, or run the job that makes it")
     try:
         with safe_open(str(path), framework=framework, **open_kw) as fh:
-            meta = json.loads((fh.metadata() or {}).get("lotto", "{}"))
+            header = fh.metadata() or {}
             present = list(fh.keys())
             wanted = present if names is None else list(names)
-            missing = sorted(set(wanted) - set(present))
+            missing = [n for n in wanted if n not in present]
             if missing:
-                raise ArtifactError(f"{path}: tensors missing from the checkpoint: {missing}")
+                raise ArtifactError(f"{path}: tensor '{missing[0]}' is missing from the checkpoint; {_REDO}")
             state = {k: fh.get_tensor(k) for k in wanted}
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: not a readable lotto checkpoint ({exc})") from None
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable checkpoint, truncated or damaged ({exc}); {_REDO}") from None
+    meta = _lotto_meta(path, header)
+    absent = [n for n in meta["prunable"] if n not in present]
+    if absent:
+        raise ArtifactError(f"{path}: its metadata lists prunable weight '{absent[0]}', which it does not hold; "
+                            f"{_REDO}")
+    bad = first_non_finite(state)
+    if bad:
+        raise ArtifactError(
+            f"{path}: tensor '{bad[0]}' holds {bad[1]} non-finite values (NaN or inf), a diverged or damaged "
+            f"network; {_REDO} (with a lower training.lr if it diverged)"
+        )
     return state, meta
+
+
+def _lotto_meta(path: Path, header: dict) -> dict:
+    """The lotto metadata of a safetensors header, checked for the keys every lotto checkpoint carries."""
+    foreign = (f"{path}: not a lotto checkpoint (a safetensors file without lotto's metadata{{}}); lotto reads "
+               "only checkpoints written by lotto init / lotto train")
+    if "lotto" not in header:
+        raise ArtifactError(foreign.format(""))
+    try:
+        meta = json.loads(header["lotto"])
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: damaged lotto metadata ({exc}); {_REDO}") from None
+    model = meta.get("model") if isinstance(meta, dict) else None
+    for key, ok in (
+        ("step", isinstance(meta, dict) and isinstance(meta.get("step"), int)),
+        ("prunable", isinstance(meta, dict) and isinstance(meta.get("prunable"), list)),
+        ("model", model is None or isinstance(model, dict)
+         and {"name", "in_channels", "num_classes", "image_size"} <= set(model)),
+    ):
+        if not ok:
+            raise ArtifactError(foreign.format(f": key '{key}' missing or malformed"))
+    return meta
+
+
+def _expected_shapes(path: Path, meta: dict) -> dict[str, tuple[int, ...]]:
+    from lotto import models
+
+    m = meta["model"]
+    try:
+        return models.state_shapes(m["name"], m["in_channels"], m["num_classes"], m["image_size"])
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: its metadata describes no network lotto can build ({exc}); {_REDO}") from None
+
+
+def _check_state(path: str | Path, state: dict, expected: dict[str, tuple[int, ...]], what: str) -> None:
+    """Raise ArtifactError naming ``path`` and the first tensor whose name or shape differs from ``expected``
+    (name -> shape of the network ``what``, e.g. "a lenet")."""
+    for name, shape in expected.items():
+        if name not in state:
+            raise ArtifactError(f"{path}: tensor '{name}' of {what} is missing; {_REDO}")
+        got = tuple(state[name].shape)
+        if got != tuple(shape):
+            raise ArtifactError(
+                f"{path}: tensor '{name}' has shape {list(got)}, {what} needs {list(shape)}; it is damaged or "
+                f"was made for another network: {_REDO}"
+            )
+    extra = [n for n in state if n not in expected]
+    if extra:
+        raise ArtifactError(f"{path}: tensor '{extra[0]}' is not part of {what}; {_REDO}")

@@ -7,25 +7,31 @@ work on the packed bytes, so union / intersection / overlap / Jaccard cost a few
 for networks with tens of millions of weights.
 
 The same layout is used on disk (``.mask``): ``b"LOTTOMSK"``, a little-endian uint32 header length, a
-UTF-8 JSON header ``{"version": 1, "layout": [[name, shape], ...], "meta": {...}}``, then the packed
-bytes: about one bit per prunable weight plus a small header.
+UTF-8 JSON header ``{"version": 2, "layout": [[name, shape], ...], "kept": K, "sha256": H, "meta": {...}}``,
+then the packed bytes: about one bit per prunable weight plus a small header. ``kept`` is the number of kept
+weights and ``sha256`` the hex digest of the layout (as the compact JSON ``[[name, [d, ...]], ...]``) followed
+by the packed bytes; both are verified on load, so a flipped bit or a damaged layout is refused naming the file.
+Version-1 files (written before the checksum existed) are still read: their size and padding are checked,
+but a flipped bit inside them cannot be detected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from lotto.io import ArtifactError, atomic_write
 
 MAGIC = b"LOTTOMSK"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 Layout = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -55,6 +61,7 @@ class Mask:
     layout: Layout
     bits: np.ndarray  # packed uint8, read-only
     meta: dict = field(default_factory=dict)
+    source: str | None = field(default=None, repr=False)  # the file it was loaded from, for error messages
 
     def __post_init__(self):
         bits = np.ascontiguousarray(self.bits, dtype=np.uint8)
@@ -121,7 +128,12 @@ class Mask:
         return {name: torch.from_numpy(arr.copy()).to(device) for name, arr in self.layers().items()}
 
     def with_meta(self, **meta) -> "Mask":
-        return Mask(self.layout, self.bits, {**self.meta, **meta})
+        return Mask(self.layout, self.bits, {**self.meta, **meta}, self.source)
+
+    def checksum(self) -> str:
+        """sha256 of the layout and the packed bits (stored in the file header, verified on load)."""
+        layout = json.dumps([[n, list(s)] for n, s in self.layout], separators=(",", ":")).encode()
+        return hashlib.sha256(layout + self.bits.tobytes()).hexdigest()
 
     def equal(self, other: "Mask") -> bool:
         return self.layout == other.layout and np.array_equal(self.bits, other.bits)
@@ -129,7 +141,8 @@ class Mask:
     # --- disk ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         header = json.dumps(
-            {"version": VERSION, "layout": [[n, list(s)] for n, s in self.layout], "meta": self.meta},
+            {"version": VERSION, "layout": [[n, list(s)] for n, s in self.layout], "meta": self.meta,
+             "kept": self.kept(), "sha256": self.checksum()},
             sort_keys=True,
         ).encode()
         with atomic_write(path, suffix=".mask") as tmp:
@@ -139,26 +152,42 @@ class Mask:
 
     @staticmethod
     def load(path: str | Path) -> "Mask":
+        """Read a mask file, refusing (ArtifactError naming the file) anything damaged: truncated, bad header,
+        kept count or checksum not matching the bits."""
         path = Path(path)
+        redo = "delete it and rerun the job that wrote it"
         if not path.is_file():
-            raise ArtifactError(f"{path}: mask file not found")
+            raise ArtifactError(f"{path}: mask file not found; check the path, or run the job that makes it")
         raw = path.read_bytes()
         if raw[: len(MAGIC)] != MAGIC or len(raw) < len(MAGIC) + 4:
-            raise ArtifactError(f"{path}: not a lotto mask file (bad magic bytes)")
+            raise ArtifactError(f"{path}: not a lotto mask file (bad magic bytes); {redo}")
         (hlen,) = struct.unpack("<I", raw[len(MAGIC) : len(MAGIC) + 4])
         start = len(MAGIC) + 4
         try:
             header = json.loads(raw[start : start + hlen].decode())
             layout = tuple((str(n), tuple(int(d) for d in s)) for n, s in header["layout"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{path}: corrupt mask header ({exc})") from None
-        if header.get("version") != VERSION:
-            raise ArtifactError(f"{path}: mask format version {header.get('version')} (expected {VERSION})")
+            raise ArtifactError(f"{path}: damaged or truncated mask header ({exc}); {redo}") from None
+        version = header.get("version")
+        if version not in READABLE_VERSIONS:
+            raise ArtifactError(f"{path}: mask format version {version!r} (lotto {VERSION} reads versions "
+                                f"{', '.join(map(str, READABLE_VERSIONS))}); {redo}")
         bits = np.frombuffer(raw, dtype=np.uint8, offset=start + hlen)
         try:
-            return Mask(layout, bits, header.get("meta", {}))
+            mask = Mask(layout, bits, header.get("meta", {}), str(path))
         except ValueError as exc:
-            raise ArtifactError(f"{path}: truncated or corrupt mask ({exc})") from None
+            raise ArtifactError(f"{path}: truncated or damaged mask ({exc}); {redo}") from None
+        padding = mask.total % 8
+        if padding and bits[-1] & ((1 << (8 - padding)) - 1):
+            raise ArtifactError(f"{path}: damaged mask (padding bits after the last weight are set); {redo}")
+        if version >= 2:
+            if mask.checksum() != header.get("sha256"):
+                raise ArtifactError(f"{path}: damaged mask: its layout and bits do not match the stored sha256 "
+                                    f"checksum (a flipped bit?); {redo}")
+            if mask.kept() != header.get("kept"):
+                raise ArtifactError(f"{path}: damaged mask: it keeps {mask.kept()} weights, its header says "
+                                    f"{header.get('kept')}; {redo}")
+        return mask
 
 
 def _to_numpy(arr):
@@ -167,15 +196,42 @@ def _to_numpy(arr):
     return arr
 
 
+def _name(mask: Mask, index: int) -> str:
+    return mask.source or mask.meta.get("path") or f"mask #{index + 1}"
+
+
+def _layout_difference(a: Layout, b: Layout) -> str:
+    """Where two layouts first differ, in words ('' when equal)."""
+    for i, ((na, sa), (nb, sb)) in enumerate(zip(a, b)):
+        if (na, sa) != (nb, sb):
+            return f"layer {i} is '{na}' {list(sa)} vs '{nb}' {list(sb)}"
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} layers"
+    return ""
+
+
 def check_same_layout(masks: Sequence[Mask]) -> None:
-    """Raise ValueError unless every mask has the first one's layout (the same network)."""
+    """Raise ValueError unless every mask has the first one's layout (the same network), naming both files."""
     if not masks:
         raise ValueError("need at least one mask")
     first = masks[0].layout
     for i, m in enumerate(masks[1:], start=1):
         if m.layout != first:
-            where = m.meta.get("path") or f"mask #{i}"
-            raise ValueError(f"masks have different layouts (different networks?): {where} differs from the first")
+            raise ValueError(
+                f"masks have different layouts (different networks?): {_name(m, i)} differs from "
+                f"{_name(masks[0], 0)}: {_layout_difference(m.layout, first)}; use masks of one network"
+            )
+
+
+def check_fits(mask: Mask, weights: Mapping[str, Any], against: str) -> None:
+    """Raise ArtifactError unless ``mask`` covers exactly ``weights`` (name -> array), same names, order and
+    shapes; ``against`` names where the weights come from (e.g. "checkpoint X")."""
+    layout = tuple((n, tuple(int(d) for d in w.shape)) for n, w in weights.items())
+    if mask.layout != layout:
+        raise ArtifactError(
+            f"{mask.source or 'the mask'} does not fit {against} (different networks?): "
+            f"{_layout_difference(mask.layout, layout)}; use the mask made for that network"
+        )
 
 
 # --- pure operations ----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ Architectures
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping
 
 import torch
@@ -56,6 +57,7 @@ __all__ = [
     "build_model",
     "model_names",
     "prunable_names",
+    "state_shapes",
 ]
 
 BN_INITS = ("default", "uniform")
@@ -241,6 +243,20 @@ def _positive_int(value, what: str) -> int:
     return value
 
 
+def _check_shape_args(name, in_channels, num_classes, image_size) -> None:
+    if name not in MODELS:
+        raise ValueError(
+            f"model.name: unknown model {name!r}; valid names: {', '.join(model_names())}"
+        )
+    _positive_int(in_channels, "in_channels")
+    _positive_int(num_classes, "num_classes")
+    _positive_int(image_size, "image_size")
+    if image_size < MIN_IMAGE_SIZE[name]:
+        raise ValueError(
+            f"model {name!r} needs image_size >= {MIN_IMAGE_SIZE[name]}, got {image_size}"
+        )
+
+
 def _check_forward(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
     """Shape-check one forward pass of a single image (the meta device would pull in torch._dynamo: seconds)."""
     was_training = model.training
@@ -291,24 +307,14 @@ def build_model(
     if not isinstance(model_cfg, Mapping):
         raise ValueError(f"model: expected a mapping, got {type(model_cfg).__name__}")
     name = model_cfg.get("name")
-    if name not in MODELS:
-        raise ValueError(
-            f"model.name: unknown model {name!r}; valid names: {', '.join(model_names())}"
-        )
+    _check_shape_args(name, in_channels, num_classes, image_size)
     bn_init = model_cfg.get("bn_init", "default")
     if bn_init not in BN_INITS:
         raise ValueError(
             f"model.bn_init: unknown value {bn_init!r}; valid values: {', '.join(BN_INITS)}"
         )
-    _positive_int(in_channels, "in_channels")
-    _positive_int(num_classes, "num_classes")
-    _positive_int(image_size, "image_size")
     if isinstance(init_seed, bool) or not isinstance(init_seed, int) or not 0 <= init_seed < 2**64:
         raise ValueError(f"init_seed must be an integer in [0, 2**64), got {init_seed!r}")
-    if image_size < MIN_IMAGE_SIZE[name]:
-        raise ValueError(
-            f"model {name!r} needs image_size >= {MIN_IMAGE_SIZE[name]}, got {image_size}"
-        )
 
     # Build the structure on the meta device (skips the constructors' own, discarded,
     # initialisation), then materialise and initialise on the CPU, then check shapes.
@@ -322,6 +328,19 @@ def build_model(
     _check_forward(model, name, in_channels, image_size)
     model.train()
     return model
+
+
+@functools.lru_cache(maxsize=32)
+def _state_shapes(name: str, in_channels: int, num_classes: int, image_size: int) -> tuple:
+    with torch.device("meta"):  # the structure only: no memory, no initialisation
+        model = MODELS[name](in_channels, num_classes, image_size)
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+
+
+def state_shapes(name: str, in_channels: int, num_classes: int, image_size: int) -> dict[str, tuple[int, ...]]:
+    """State-dict name -> shape of the model ``name`` for these inputs and classes (what a checkpoint must hold)."""
+    _check_shape_args(name, in_channels, num_classes, image_size)
+    return dict(_state_shapes(name, in_channels, num_classes, image_size))
 
 
 # --------------------------------------------------------------------------- prunable

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lotto.masks import Mask
+from lotto.masks import Mask, check_fits
 from lotto.seeds import derive_seed
 
 
@@ -131,8 +131,7 @@ def prune_count(weights: dict, n_prune: int, current: Mask | None = None) -> Mas
     if not 0 <= n_prune <= d:
         raise ValueError(f"cannot prune {n_prune} of {d} weights")
     if current is not None:
-        if current.names != names:
-            raise ValueError("current mask does not match the weights' layers")
+        check_fits(current, weights, "the weights being pruned")
         kept = current.flat_bools()
         already = d - int(np.count_nonzero(kept))
         if n_prune < already:
@@ -395,8 +394,7 @@ def prune(method: str, weights: dict, amount: float, current: Mask | None = None
     if current is None:
         kept = {n: torch.ones(w[n].shape, dtype=torch.bool) for n in names}
     else:
-        if current.names != names or [tuple(s) for _, s in current.layout] != [tuple(w[n].shape) for n in names]:
-            raise ValueError("the current mask does not match the weights' layers (different networks?)")
+        check_fits(current, w, "the weights being pruned")
         kept = current.to_torch()
     out = spec.fn(w, kept, amount, dim, seed)
     meta = {"method": method, "amount": amount, "dim": dim}

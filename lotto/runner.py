@@ -64,11 +64,23 @@ def setup_torch(threads: int | None = None):
     return torch
 
 
-def model_from_checkpoint(state: dict, meta: dict, model_cfg: dict):
-    """The network a lotto checkpoint holds, rebuilt from its recorded shape and loaded with its weights."""
-    from lotto import models
+def model_from_checkpoint(state: dict, meta: dict, model_cfg: dict, path: str | Path = "the checkpoint"):
+    """The network a lotto checkpoint holds, rebuilt from its recorded shape and loaded with its weights.
 
-    m = meta["model"]
+    ``model_cfg`` (the config's ``model`` section) must name the checkpoint's network (an ArtifactError naming
+    ``path`` otherwise); the tensors themselves were checked against it by ``io.load_checkpoint``.
+    """
+    from lotto import io, models
+
+    m = meta.get("model")
+    if m is None:
+        raise io.ArtifactError(f"{path}: its metadata does not say which network it holds (no 'model' key); lotto "
+                               "trains only checkpoints written by lotto init / lotto train")
+    if model_cfg.get("name") != m["name"]:
+        raise io.ArtifactError(
+            f"{path}: the checkpoint holds a {m['name']}, but the config's model.name is "
+            f"{model_cfg.get('name')!r}; use the config the checkpoint was made with, or rerun the jobs that make it"
+        )
     model = models.build_model(model_cfg, m["in_channels"], m["num_classes"], m["image_size"], 0)
     model.load_state_dict(state)
     return model
@@ -127,7 +139,7 @@ def run_training(
     """
     from lotto import io, train
     from lotto.data import DeviceData
-    from lotto.masks import Mask
+    from lotto.masks import Mask, check_fits
 
     tcfg = cfg["training"]
     labels = dict(labels or {})
@@ -146,10 +158,10 @@ def run_training(
             f"({tcfg['epochs']} epochs x {schedule.steps_per_epoch} steps)"
         )
     mask = Mask.load(mask_path) if mask_path else None
-    if mask is not None and mask.names != meta["prunable"]:
-        raise ValueError(f"mask {mask_path} does not fit checkpoint {source} (different layers)")
+    if mask is not None:
+        check_fits(mask, {n: state[n] for n in meta["prunable"]}, f"checkpoint {source}")
     data_seed, aug_seed = noise_seeds(replicate, noise)
-    model = model_from_checkpoint(state, meta, cfg["model"])
+    model = model_from_checkpoint(state, meta, cfg["model"], source)
     # inputs by content, not path: a rerun after an upstream change must not pick up a stale state
     fp = train.fingerprint(
         source=train.file_digest(source), source_step=start, end=end, config=cfg,
@@ -161,12 +173,15 @@ def run_training(
         f"(schedule {schedule.total_steps} steps, {schedule.steps_per_epoch}/epoch), noise {noise}, "
         f"mask {mask_path or 'none'}{f' (sparsity {mask.sparsity():.4f})' if mask else ''}"
     )
-    stats = train.train(
-        model, data, schedule, start, end, data_seed, aug_seed, mask=mask, device=device, log=log,
-        log_every=tcfg["log_every"], resume_path=resume_state, checkpoint_every=tcfg["checkpoint_every"],
-        run_fingerprint=fp, channels_last=tcfg["channels_last"], compile=tcfg["compile"],
-        precision=tcfg["precision"],
-    )
+    try:
+        stats = train.train(
+            model, data, schedule, start, end, data_seed, aug_seed, mask=mask, device=device, log=log,
+            log_every=tcfg["log_every"], resume_path=resume_state, checkpoint_every=tcfg["checkpoint_every"],
+            run_fingerprint=fp, channels_last=tcfg["channels_last"], compile=tcfg["compile"],
+            precision=tcfg["precision"],
+        )
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"{exc} (training {source} -> {out}, which was not written)") from exc
     out_meta = {
         "kind": kind,
         "step": end,

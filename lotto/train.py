@@ -121,6 +121,20 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
     return PRECISIONS[precision]
 
 
+# A weight magnitude that means divergence while the loss may still be finite. Kaiming/Glorot initialisations
+# give |w| of order 1/sqrt(fan_in), and trained networks (weight decay, BatchNorm) stay within ~1-10; a single
+# weight of 1e6 already drives logits to ~1e6 on unit inputs (softmax saturated, gradients exploding), yet it is
+# 32 orders of magnitude below float32 overflow, so the warning comes long before the loss turns NaN.
+WEIGHT_WARN = 1e6
+
+
+@torch.no_grad()
+def max_abs_weight(model: torch.nn.Module) -> float:
+    """The largest |w| over all parameters (one device sync); NaN if any is NaN."""
+    peaks = [p.detach().abs().amax().float() for p in model.parameters() if p.numel()]
+    return float(torch.stack(peaks).max()) if peaks else 0.0
+
+
 @torch.no_grad()
 def evaluate(model, batches, device) -> dict:
     """Mean loss and accuracy over (x, y) batches, in eval mode."""
@@ -329,6 +343,7 @@ def train(
     t0 = time.perf_counter()
     window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
     images = 0
+    warned = False  # about exploding weights: once per run
     with _SigtermFlag(resume_path is not None) as sigterm:
         while step < end:
             for g in optimizer.param_groups:
@@ -370,6 +385,12 @@ def train(
                     f"images/s {window_n / max(now - window_t, 1e-9):.1f}"
                 )
                 window_loss, window_correct, window_n, window_t = 0.0, 0, 0, now
+                peak = max_abs_weight(model) if not warned else 0.0
+                if not peak <= WEIGHT_WARN:  # NaN too
+                    warned = True
+                    log(f"warning: the largest weight magnitude is {peak:.3g} at step {step} (over {WEIGHT_WARN:.0e}) "
+                        f"while the loss is still finite ({lval:.4g}): the training is probably diverging; lower "
+                        "training.lr")
             if resume_path is not None and step % checkpoint_every == 0 and step < end:
                 _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
                 log(f"resume state at step {step} -> {resume_path}")
@@ -385,6 +406,7 @@ def train(
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return {
+        "max_abs_weight": max_abs_weight(model),  # of the network as saved
         "steps_trained": end - start,
         "elapsed_s": elapsed,
         "images_per_s": images / elapsed if elapsed > 0 else float("nan"),

@@ -151,7 +151,7 @@ def test_bad_inputs_are_named():
         methods.prune("magic", w, 0.2)
     with pytest.raises(ValueError, match="needs a seed"):
         methods.prune("random_unstructured", w, 0.2)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="does not fit"):
         methods.prune("l1_unstructured", w, 0.2, current=Mask.from_bools({"b.weight": np.ones((4, 3), bool)}))
     with pytest.raises(ValueError, match="dim 2"):
         methods.prune("l1_structured", w, 0.2, dim=2)

@@ -27,6 +27,8 @@ def cmd_compose(args) -> None:
                              f"got {len(args.checkpoints or [])}")
         names = loaded[0].names
         weights = [io.load_arrays(c, names)[0] for c in args.checkpoints]
+        for c, w in zip(args.checkpoints, weights):
+            M.check_fits(loaded[0], w, f"checkpoint {c}")
     if args.op == "mean_magnitude":
         raw = pruning.mean_magnitude(weights, s)
     else:

@@ -46,7 +46,7 @@ class _Setup:
         self.tcfg = self.cfg["training"]
         self.device = train.pick_device(self.tcfg["device"])
         self.state, self.meta = io.load_checkpoint(checkpoint)
-        self.model = _model_from_checkpoint(self.state, self.meta, self.cfg["model"])
+        self.model = _model_from_checkpoint(self.state, self.meta, self.cfg["model"], checkpoint)
         self.data = DeviceData.load(args.data, device=self.device, augment=False)
         self.names = self.meta["prunable"]
 
@@ -77,11 +77,13 @@ def cmd_imp_prune(args) -> None:
     _setup_torch(args.threads)
     from lotto import io, pruning
     from lotto.imp import pruning as imp
-    from lotto.masks import Mask
+    from lotto.masks import Mask, check_fits
 
     state, meta = io.load_checkpoint(args.checkpoint)
     current = Mask.load(args.mask) if args.mask else None
     weights = pruning.prunable_weights(state, meta["prunable"])
+    if current is not None:
+        check_fits(current, weights, f"checkpoint {args.checkpoint}")
     mask = imp.prune_remaining(weights, args.fraction, current).with_meta(
         checkpoint=str(args.checkpoint), parent=str(args.mask) if args.mask else None, **_labels(args.labels)
     )
@@ -95,7 +97,7 @@ def cmd_imp_adaptive_prune(args) -> None:
     _setup_torch(args.threads)
     from lotto import io, pruning
     from lotto.imp import connectivity as C, pruning as imp
-    from lotto.masks import Mask
+    from lotto.masks import Mask, check_fits
 
     ratios = sorted(_floats(args.ratios, "--ratios"))
     if not all(0.0 < r < 1.0 for r in ratios):
@@ -105,6 +107,8 @@ def cmd_imp_adaptive_prune(args) -> None:
     eps = float(dense_rec["last_epoch_train_loss_std"])
     s = _Setup(args, args.checkpoint)
     current = Mask.load(args.mask) if args.mask else None
+    if current is not None:
+        check_fits(current, {n: s.state[n] for n in s.names}, f"checkpoint {args.checkpoint}")
     score = s.scorer("train", args.train_eval_size, args.bn_stats, args.bn_images)
     if args.dense_loss == "evaluated":
         dense_loss = score(s.load(args.dense_checkpoint))["loss"]
@@ -186,14 +190,13 @@ def cmd_imp_slice(args) -> None:
     _setup_torch(args.threads)
     from lotto import io
     from lotto.imp import connectivity as C, pruning as imp
-    from lotto.masks import Mask
+    from lotto.masks import Mask, check_fits
 
     s = _Setup(args, args.level_checkpoint)
     w = C.to_device(s.state, s.device)
     nxt = s.load(args.next_checkpoint)
     mask = Mask.load(args.next_mask)
-    if mask.names != s.names:
-        raise ValueError(f"mask {args.next_mask} does not fit {args.level_checkpoint}")
+    check_fits(mask, {n: s.state[n] for n in s.names}, f"checkpoint {args.level_checkpoint}")
     projected = imp.project(w, mask)
     params = [n for n, _ in s.model.named_parameters()]
     plane = C.Plane(w, projected, nxt, params)

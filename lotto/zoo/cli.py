@@ -25,7 +25,7 @@ def cmd_zoo_iterate(args) -> None:
     from lotto import io, pruning, runner
     from lotto.data import DeviceData
     from lotto.zoo import effective, iterative
-    from lotto.masks import Mask
+    from lotto.masks import Mask, check_fits
 
     cfg = configmod.load(args.config, partial=True)
     init_state, init_meta = io.load_checkpoint(args.init)
@@ -44,6 +44,8 @@ def cmd_zoo_iterate(args) -> None:
     current = Mask.load(args.previous_mask) if args.previous_mask else None
     seed = derive_seed(args.replicate, "zoo-random", args.task, args.method, args.iteration)
     weights = {n: prev_state[n] for n in prunable}
+    if current is not None:
+        check_fits(current, weights, f"checkpoint {args.previous}")
     labels = {"task": args.task, "method": args.method, "handling": args.handling, "iteration": args.iteration,
               "replicate": args.replicate}
     mask = pruning.prune(args.method, weights, args.rate, current, dim=args.dim, seed=seed).with_meta(
@@ -62,7 +64,7 @@ def cmd_zoo_iterate(args) -> None:
     if start >= total:
         raise ValueError(f"round {args.iteration} ({args.handling}) would start at step {start}, but the "
                          f"schedule ends at step {total}: lower zoo.finetune_start / zoo.rewind_step")
-    model = runner.model_from_checkpoint(init_state, init_meta, cfg["model"])
+    model = runner.model_from_checkpoint(init_state, init_meta, cfg["model"], args.init)
     eff = effective.effective_mask(model, mask, m["in_channels"], m["image_size"])
     mask.save(args.out_mask)
     io.save_checkpoint(args.out_start, start_state, {
@@ -120,7 +122,7 @@ def cmd_zoo_ensemble(args) -> None:
     members = []
     for path in args.checkpoints:
         state, meta = io.load_checkpoint(path)
-        model = runner.model_from_checkpoint(state, meta, cfg["model"]).to(device).eval()
+        model = runner.model_from_checkpoint(state, meta, cfg["model"], path).to(device).eval()
         probs, ys = [], []
         with torch.inference_mode():
             for x, y in data.test_batches(cfg["training"]["eval_batch_size"]):
