@@ -51,7 +51,7 @@ def cmd_train(args) -> None:
     runner.run_training(
         cfg, args.data, args.source, args.out, replicate=args.replicate, noise=args.noise, end=args.end,
         mask_path=args.mask, kind=args.kind, metrics_path=args.metrics, labels=parse_labels(args.labels),
-        resume_state=args.resume_state,
+        resume_state=args.resume_state, curve_path=args.curve,
     )
 
 
@@ -105,6 +105,16 @@ def cmd_claims_table(args) -> None:
         claims.write_csv(rows, args.out)
         log(f"{len(rows)} claims from {len(args.parts)} tables -> {args.out}")
     print(claims.format_table(rows))
+
+
+def cmd_training_curves(args) -> None:
+    from lotto import curves
+
+    groups = [(g[0], g[1:]) for g in args.group]
+    table = curves.table(groups)
+    curves.draw(table, args.out_prefix, args.title, parse_labels(args.context, "--context"))
+    log(f"training curves of {sum(len(f) for _, f in groups)} runs in {table['group'].nunique()} groups: "
+        f"{len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -172,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume-state", default=None,
                     help="file for resumable state, saved every training.checkpoint_every steps and picked up "
                     "on rerun; removed when the run finishes")
+    sp.add_argument("--curve", default=None,
+                    help="write the training curve here: a CSV row (step, epoch, lr, loss, accuracy, images_per_s, "
+                    "elapsed_s) per training.log_every steps and for the last step")
     sp.add_argument("--out", required=True, help="checkpoint to write")
 
     sp = add("prune", cmd_prune,
@@ -205,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
              "Merge claims CSVs (lotto claims) into one and print it as a table; without --out, just print.")
     sp.add_argument("--out", default=None, help="merged CSV to write")
     sp.add_argument("parts", nargs="+", help="claims CSV files")
+
+    sp = add("training-curves", cmd_training_curves,
+             "Draw training loss and accuracy against the schedule step (median and range over the runs of each "
+             "group) from the curves `lotto train --curve` writes: PNG, PDF and the CSV it plots.")
+    sp.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "CURVE"),
+                    help="a group of runs: its legend label, then its curve CSV files (repeat per group)")
+    sp.add_argument("--title", default="Training curves", help="first line of the figure's title")
+    sp.add_argument("--context", default=None,
+                    help='JSON object naming the run for the title, e.g. {"model":"lenet","dataset":"mnist",'
+                    '"experiment":"tiny"}')
+    sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
 
     # every family registers its own subcommands; imported here (not lazily) so `lotto --help` lists them all
     for family in FAMILIES.values():

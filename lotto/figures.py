@@ -68,3 +68,40 @@ def subtitle(context: dict | None) -> str:
     if context.get("experiment"):
         parts.append(str(context["experiment"]))
     return ", ".join(parts)
+
+
+def with_context(title: str, context: dict | None, note: str = "") -> str:
+    """A figure title: ``title``, then one line naming model, dataset and experiment, then ``note``."""
+    second = " · ".join(p for p in (subtitle(context), note) if p)
+    return f"{title}\n{second}" if second else title
+
+
+def add_context(fig: Figure, context: dict | None) -> None:
+    """Append the model/dataset/experiment line to the figure's suptitle (figures with several panels)."""
+    fig.suptitle(with_context(fig.get_suptitle(), context))
+
+
+def reference_line(ax, per_replicate, name: str, color, linestyle: str = ":") -> str:
+    """A horizontal reference (e.g. the dense network) at the mean over replicates, a ± sd band when there are
+    several, labelled for the legend with its value; returns that label."""
+    values = pd.Series(per_replicate, dtype=float)
+    mean, sd = float(values.mean()), float(values.std()) if len(values) > 1 else 0.0
+    if sd > 0:
+        ax.axhspan(mean - sd, mean + sd, color=color, alpha=0.08, linewidth=0, zorder=0)
+    label = reference_label(name, values)
+    ax.axhline(mean, color=color, linestyle=linestyle, linewidth=1.6, zorder=1, label=label)
+    return label
+
+
+def reference_label(name: str, per_replicate) -> str:
+    """Legend text of a reference line: 'dense: 0.921 ± 0.003 (n=3)' (mean ± sd over n replicates), or
+    'dense: 0.921' for one replicate.
+
+    The sd (ddof=1) is across replicates, the spread the band around the line shows; one replicate has none.
+    """
+    values = [float(v) for v in per_replicate]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{name}: {mean:.3f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{name}: {mean:.3f} ± {sd:.3f} (n={len(values)})"

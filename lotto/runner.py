@@ -21,8 +21,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def parse_labels(text: str | dict | None) -> dict:
-    """A ``--labels`` JSON object (experiment coordinates copied into records); {} when absent."""
+def parse_labels(text: str | dict | None, option: str = "--labels") -> dict:
+    """A ``--labels`` JSON object (experiment coordinates copied into records); {} when absent.
+
+    ``option`` names the flag in the error (``--context`` of the figure commands is read the same way).
+    """
     if not text:
         return {}
     if isinstance(text, dict):
@@ -30,9 +33,9 @@ def parse_labels(text: str | dict | None) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--labels must be a JSON object: {exc}") from None
+        raise ValueError(f"{option} must be a JSON object: {exc}") from None
     if not isinstance(value, dict):
-        raise ValueError("--labels must be a JSON object")
+        raise ValueError(f"{option} must be a JSON object, got {text!r}")
     return value
 
 
@@ -127,6 +130,7 @@ def run_training(
     metrics_path: str | Path | None = None,
     labels: dict | None = None,
     resume_state: str | Path | None = None,
+    curve_path: str | Path | None = None,
     log: Callable[[str], None] = log,
 ) -> dict | None:
     """Train the checkpoint ``source`` from its own step to ``end`` of the configured schedule and save ``out``.
@@ -135,9 +139,11 @@ def run_training(
     weights stay exactly zero. With ``metrics_path`` the trained network is evaluated on the test set and the
     record (``labels`` + accuracy, loss, sparsity, training statistics) is written there and returned.
     ``resume_state``: a file for resumable state, picked up on rerun and removed when the run finishes.
+    ``curve_path``: the run's training curve (``lotto.curves``: a CSV row per ``training.log_every`` steps),
+    written when the run finishes; a resumed run writes the rows of an uninterrupted one.
     Raises ``lotto.train.Interrupted`` after saving that state when SIGTERM arrives.
     """
-    from lotto import io, train
+    from lotto import curves, io, train
     from lotto.data import DeviceData
     from lotto.masks import Mask, check_fits
 
@@ -193,7 +199,10 @@ def run_training(
         "mask": str(mask_path) if mask_path else None,
         "labels": labels,
     }
-    io.save_checkpoint(out, model.state_dict(), out_meta)
+    curve = stats.pop("curve")
+    io.save_checkpoint(out, model.state_dict(), out_meta)  # refuses non-finite weights: then no curve either
+    if curve_path:
+        curves.write(curve_path, curve)
     record = None
     if metrics_path:
         result = train.evaluate(model, data.test_batches(tcfg["eval_batch_size"]), device)

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from lotto.curves import format_duration
 from lotto.io import atomic_write
 
 
@@ -297,7 +298,12 @@ def train(
     compile: bool = False,
     precision: str = "fp32",
 ) -> dict:
-    """Train ``model`` in place from step ``start`` to ``end``; return statistics of the run."""
+    """Train ``model`` in place from step ``start`` to ``end``; return statistics of the run.
+
+    The statistics hold ``curve``: one row (``lotto.curves.COLUMNS``) per ``log_every`` steps and one for the
+    last step. The rows and the partly filled logging interval travel in the resumable state, so a resumed run
+    returns the rows of an uninterrupted one (timing columns apart).
+    """
     device = torch.device(device)
     if not 0 <= start <= end <= schedule.total_steps:
         raise ValueError(
@@ -326,7 +332,9 @@ def train(
     step = start
     spe = schedule.steps_per_epoch
     last_epoch_start = max(start, end - spe)
-    stats = {"last_epoch_losses": []}
+    # "window": loss sum, correct and examples of the logging interval in progress, so that an interval cut by a
+    # resume averages the same batches as uninterrupted; "elapsed_s": training time of earlier attempts
+    stats = {"last_epoch_losses": [], "curve": [], "window": [0.0, 0, 0], "elapsed_s": 0.0}
     resume_path = Path(resume_path) if resume_path else None
     if resume_path is not None and end > start:
         state = _load_resume(resume_path, run_fingerprint, start, end, log)
@@ -336,14 +344,23 @@ def train(
             _set_rng_state(state["rng"], device)
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            stats = json.loads(state["stats"])
+            stats = {"curve": [], "window": [0.0, 0, 0], "elapsed_s": 0.0, **json.loads(state["stats"])}
             step = int(state["step"])
             log(f"resumed from step {step} ({resume_path})")
     model.train()
     t0 = time.perf_counter()
-    window_loss, window_correct, window_n, window_t = 0.0, 0, 0, time.perf_counter()
+    first_step, earlier_s = step, float(stats["elapsed_s"])
+    window_loss, window_correct, window_n = stats["window"]
+    window_t, window_timed = t0, 0  # images/s counts only what this process trained
     images = 0
     warned = False  # about exploding weights: once per run
+
+    def save_state():
+        stats["window"] = [window_loss, window_correct, window_n]
+        stats["elapsed_s"] = earlier_s + time.perf_counter() - t0
+        _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
+        log(f"resume state at step {step} -> {resume_path}")
+
     with _SigtermFlag(resume_path is not None) as sigterm:
         while step < end:
             for g in optimizer.param_groups:
@@ -376,15 +393,23 @@ def train(
             window_loss += lval * y.numel()
             window_correct += int((out.detach().argmax(1) == y).sum())
             window_n += y.numel()
+            window_timed += y.numel()
             images += y.numel()
             if step % log_every == 0 or step == end:
                 now = time.perf_counter()
+                row = {
+                    "step": step, "epoch": step / spe, "lr": schedule.lr_at(step - 1),
+                    "loss": window_loss / window_n, "accuracy": window_correct / window_n,
+                    "images_per_s": window_timed / max(now - window_t, 1e-9), "elapsed_s": earlier_s + now - t0,
+                }
+                stats["curve"].append(row)
+                eta = (now - t0) / (step - first_step) * (end - step)
                 log(
-                    f"step {step}/{end} epoch {step / spe:.2f} lr {schedule.lr_at(step - 1):.4g} "
-                    f"loss {window_loss / window_n:.4f} acc {window_correct / window_n:.4f} "
-                    f"images/s {window_n / max(now - window_t, 1e-9):.1f}"
+                    f"step {step}/{end} epoch {row['epoch']:.2f} lr {row['lr']:.4g} loss {row['loss']:.4f} "
+                    f"acc {row['accuracy']:.4f} images/s {row['images_per_s']:.1f} "
+                    f"elapsed {format_duration(row['elapsed_s'])} eta {format_duration(eta)}"
                 )
-                window_loss, window_correct, window_n, window_t = 0.0, 0, 0, now
+                window_loss, window_correct, window_n, window_t, window_timed = 0.0, 0, 0, now, 0
                 peak = max_abs_weight(model) if not warned else 0.0
                 if not peak <= WEIGHT_WARN:  # NaN too
                     warned = True
@@ -392,12 +417,10 @@ def train(
                         f"while the loss is still finite ({lval:.4g}): the training is probably diverging; lower "
                         "training.lr")
             if resume_path is not None and step % checkpoint_every == 0 and step < end:
-                _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
-                log(f"resume state at step {step} -> {resume_path}")
+                save_state()
             if sigterm.received and step < end:
                 if step % checkpoint_every:  # the periodic save above has not just written this step
-                    _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
-                    log(f"resume state at step {step} -> {resume_path}")
+                    save_state()
                 raise Interrupted(step, resume_path)
     elapsed = time.perf_counter() - t0
     losses = stats["last_epoch_losses"]
@@ -412,6 +435,7 @@ def train(
         "images_per_s": images / elapsed if elapsed > 0 else float("nan"),
         "last_epoch_train_loss_mean": mean,
         "last_epoch_train_loss_std": std,
+        "curve": stats["curve"],
     }
 
 

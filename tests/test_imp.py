@@ -234,7 +234,7 @@ def finished_run(tmp_path_factory):
 @pytest.mark.slow
 def test_every_figure_and_csv(finished_run):
     figs = finished_run / EXP / "figures"
-    for name in ("imp_paths", "imp_heatmap", "imp_slices", "imp_adaptive"):
+    for name in ("imp_paths", "imp_heatmap", "imp_slices", "imp_adaptive", "imp_training_curves"):
         for ext in ("png", "pdf", "csv"):
             f = figs / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 0, f

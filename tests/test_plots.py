@@ -49,7 +49,7 @@ def _write(path: Path, obj: dict) -> Path:
     return path
 
 
-def make_records(root: Path, ops=("union", "intersection")) -> dict[str, list[Path]]:
+def make_records(root: Path, ops=("union", "intersection"), sparsities=SPARSITIES) -> dict[str, list[Path]]:
     """Write a realistic tree of records, with the compositions ``ops`` at every k; return the files by kind."""
     files: dict[str, list[Path]] = {"compose": [], "composed": [], "baseline": [], "dense": []}
     for r in REPLICATES:
@@ -60,7 +60,7 @@ def make_records(root: Path, ops=("union", "intersection")) -> dict[str, list[Pa
                     "replicate": r, "pretrain_steps": t, "ticket": "dense", "sibling": i, "k": None,
                     "target_sparsity": 0.0, "sparsity": 0.0, "test_accuracy": DENSE_ACC + 0.002 * i - 0.003 * r,
                     "test_loss": 0.25, "train_accuracy": 0.99, "steps": 1000}))
-            for s in SPARSITIES:
+            for s in sparsities:
                 tag = f"{s:.4f}"
                 for ticket, penalty in (("oneshot", 0.08), ("random", 0.45)):
                     files["baseline"].append(_write(base / ticket / tag / "metrics.json", {
@@ -337,3 +337,92 @@ def test_figure_modules_do_not_import_torch():
             "assert 'torch' not in sys.modules; "
             "assert matplotlib.get_backend().lower() == 'agg', matplotlib.get_backend()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# --------------------------------------------------------------------------- what a reader sees at a glance
+CONTEXT = {"model": "resnet20", "dataset": "cifar10", "experiment": "cpu"}
+
+
+def test_xscale_comes_from_the_sparsity_grid():
+    from lotto.composability import xscale_for
+
+    assert xscale_for([0.2, 0.5, 0.9]) == "linear"
+    assert xscale_for([0.5, 0.9, 0.99]) == "logit"
+    assert xscale_for([0.95]) == "linear"
+
+
+def test_one_x_scale_for_every_sparsity_figure_of_a_run(records, tmp_path):
+    _, df = records
+    # the intersections of this run reach past 0.95 while its grid stops at 0.9: a scale chosen from each
+    # figure's own points made fig2b logit beside a linear fig2a
+    assert analysis.figure_table("fig2b", df)["sparsity"].max() > 0.95
+    scales = {n: plots.render(n, analysis.figure_table(n, df)).axes[0].get_xscale() for n in analysis.FIGURES}
+    assert set(scales.values()) == {"linear"}, scales
+
+    high_files = make_records(tmp_path, sparsities=(0.5, 0.9, 0.99))
+    high = analysis.load_records([p for g in high_files.values() for p in g])
+    for name in analysis.FIGURES:
+        ax = plots.render(name, analysis.figure_table(name, high)).axes[0]
+        assert ax.get_xscale() == "logit", name
+        assert ax.get_xlabel().endswith("logit scale"), name  # a logit axis says so
+    fig = plots.render("fig2a", analysis.figure_table("fig2a", high), xscale="linear")
+    assert fig.axes[0].get_xscale() == "linear" and "logit" not in fig.axes[0].get_xlabel()
+
+
+def test_lotto_figure_passes_scale_and_context(records, tmp_path):
+    from lotto import cli
+
+    files, _ = records
+    every = [str(p) for g in files.values() for p in g]
+    for name in ("fig2a", "fig2b"):
+        assert cli.main(["figure", name, "--xscale", "logit", "--context", json.dumps(CONTEXT), "--out-prefix",
+                         str(tmp_path / name), *every]) == 0
+        assert matplotlib.image.imread(tmp_path / f"{name}.png").std() > 0.01
+    assert cli.main(["figure", "fig2a", "--context", "not json", "--out-prefix", str(tmp_path / "x"), *every]) == 1
+
+
+@pytest.mark.parametrize("name", list(analysis.FIGURES))
+def test_titles_name_model_dataset_and_experiment(records, name):
+    _, df = records
+    title = plots.render(name, analysis.figure_table(name, df), context=CONTEXT).axes[0].get_title()
+    assert "resnet20 on cifar10, cpu" in title and "mean ± sd over 2 replicates" in title
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_dense_line_is_named_with_its_mean_and_sd(records):
+    _, df = records
+    table = analysis.figure_table("fig2a", df)
+    dense = table[table["ticket"] == "dense"]
+    for t in PRETRAIN:
+        acc = dense[dense["pretrain_steps"] == t]["test_accuracy"]
+        expected = f"dense, t={t}: {acc.mean():.3f} ± {acc.std():.3f} (n=2)"
+        assert expected in _legend(plots.render("fig2a", table)), _legend(plots.render("fig2a", table))
+    one = analysis.figure_table("fig2c", df)
+    one = one[one["replicate"] == 0]
+    acc = one.loc[one["ticket"] == "dense", "test_accuracy"].item()
+    assert f"dense, t={max(PRETRAIN)}: {acc:.3f}" in _legend(plots.render("fig2c", one))
+
+
+def test_zoo_and_imp_titles_name_the_run_and_their_dense_references(tmp_path):
+    from lotto.imp import plots as imp_plots
+    from lotto.zoo import plots as zoo_plots
+
+    rounds = pd.DataFrame([
+        {"task": "mnist", "method": m, "handling": "rewind_init", "iteration": i, "replicate": r,
+         "test_accuracy": (0.95 + 0.01 * r) if i == 0 else 0.9 - 0.05 * i}
+        for m in ("global_l1", "random") for r in (0, 1) for i in range(3)])
+    fig = zoo_plots.render("zoo_accuracy", rounds, context=CONTEXT)
+    assert fig.get_suptitle() == "Test accuracy of iteratively pruned networks\nresnet20 on cifar10, cpu"
+    assert "dense (round 0): 0.955 ± 0.007 (n=2)" in fig.axes[0].get_legend_handles_labels()[1]
+    adaptive = pd.DataFrame([
+        {"chain": c, "replicate": 0, "pretrain_steps": 8, "level": L, "sparsity": 1 - 0.8 ** L,
+         "test_accuracy": 0.95 - 0.01 * L, "test_error": 0.05 + 0.01 * L, "matching_threshold": 0.06}
+        for c in ("fixed", "adaptive") for L in range(3)])
+    fig = imp_plots.render("imp_adaptive", adaptive, context=CONTEXT)
+    assert "matching at τ = 8: dense accuracy − 1 sd = 0.940" in _legend(fig)
+    assert fig.get_suptitle() == "Adaptive vs fixed pruning ratio (1 replicate)\nresnet20 on cifar10, cpu"
+    for draw, name, table in ((zoo_plots.draw, "zoo_accuracy", rounds), (imp_plots.draw, "imp_adaptive", adaptive)):
+        assert draw(name, table, tmp_path / name, context=CONTEXT)["png"].stat().st_size > 0

@@ -95,8 +95,18 @@ def _train_cmd(d: Path, name: str) -> list[str]:
         LOTTO, "train", "--config", str(d / "config.json"), "--threads", "1", "--data", str(d / "data.npz"),
         "--from", str(d / "init.safetensors"), "--end", "end", "--replicate", "0", "--noise", "sibling:1",
         "--metrics", str(d / f"{name}.json"), "--resume-state", str(d / ".resume" / f"{name}.pt"),
-        "--out", str(d / f"{name}.safetensors"),
+        "--curve", str(d / f"{name}.curve.csv"), "--out", str(d / f"{name}.safetensors"),
     ]
+
+
+def _assert_same_curve(a: Path, b: Path) -> None:
+    """Every row of the training curve, every column but the timing ones, equal to the last digit."""
+    import pandas as pd
+
+    from lotto import curves
+
+    keep = [c for c in curves.COLUMNS if c not in curves.TIMING_COLUMNS]
+    pd.testing.assert_frame_equal(pd.read_csv(a)[keep], pd.read_csv(b)[keep], check_exact=True)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +146,7 @@ def test_sigkilled_lotto_train_resumes_bit_identically(staged, reference):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     _check_resumed(killed_log, rerun.stderr)
     _assert_same_weights(reference[0], d / "run.safetensors")
+    _assert_same_curve(d / "ref.curve.csv", d / "run.curve.csv")
     run = json.loads((d / "run.json").read_text())
     for key in LOSS_KEYS:
         assert run[key] == reference[1][key], key  # the loss statistics of the last epoch survive the kill too
@@ -174,6 +185,7 @@ def test_sigterm_saves_the_current_step_and_resumes_from_it(staged, reference):
     assert RESUMED_RE.search(rerun.stderr).group(1) == str(stopped)
     assert _steps(rerun.stderr) == list(range(stopped + 1, STEPS + 1)), "no step is trained twice"
     _assert_same_weights(reference[0], d / "term.safetensors")
+    _assert_same_curve(d / "ref.curve.csv", d / "term.curve.csv")
     assert not (d / ".resume" / "term.pt").exists()
 
 
@@ -318,6 +330,7 @@ def test_sigkilled_snakemake_training_job_resumes(tmp_path, reference):
     resumed = _check_resumed(killed_log, log.read_text())
     assert not resume_state.exists()
     _assert_same_weights(reference[0], work / target)
+    _assert_same_curve(reference[0].with_name("ref.curve.csv"), work / f"{SIB}/trained.curve.csv")
     metrics = json.loads((work / f"{SIB}/metrics.json").read_text())
     for key in LOSS_KEYS:
         assert metrics[key] == reference[1][key], key

@@ -1,9 +1,13 @@
 """The trainer on real MNIST digits: pruned weights stay exactly zero, and runs are reproducible."""
 
+import json
+import re
+
+import pandas as pd
 import pytest
 import torch
 
-from lotto import models, pruning, train
+from lotto import curves, models, pruning, train
 from lotto.data import DeviceData, stage
 from lotto.masks import Mask
 
@@ -84,3 +88,73 @@ def test_mask_from_another_model_is_refused(data):
     other = Mask.ones([("x.weight", (3, 3))])
     with pytest.raises((KeyError, ValueError)):
         run(model, data, mask=other, end=1)
+
+
+# --------------------------------------------------------------------------- progress and the training curve
+NON_TIMING = [c for c in curves.COLUMNS if c not in curves.TIMING_COLUMNS]
+
+
+def test_log_shows_elapsed_and_eta_and_the_curve_has_a_row_per_interval(data):
+    torch.set_num_threads(1)
+    sched = train.Schedule.from_config(TRAIN_CFG, data.num_train)
+    messages = []
+    stats = train.train(fresh(data), data, sched, 3, 16, data_seed=11, aug_seed=12, log=messages.append,
+                        log_every=5)
+    steps = [m for m in messages if m.startswith("step ")]
+    assert len(steps) == 4  # steps 5, 10, 15 and the last one, 16
+    assert re.fullmatch(r"step 10/16 epoch 1\.00 lr 0\.05 loss \d\.\d{4} acc \d\.\d{4} images/s \d+\.\d "
+                        r"elapsed \d+s eta \d+s", steps[1]), steps[1]
+    assert steps[-1].endswith(" eta 0s")
+    curve = stats["curve"]
+    assert [r["step"] for r in curve] == [5, 10, 15, 16] and list(curve[0]) == list(curves.COLUMNS)
+    assert [r["epoch"] for r in curve] == [5 / 10, 1.0, 1.5, 1.6]
+    assert all(0 < r["loss"] < 5 and 0 <= r["accuracy"] <= 1 and r["images_per_s"] > 0 for r in curve)
+    assert [r["elapsed_s"] for r in curve] == sorted(r["elapsed_s"] for r in curve)
+
+
+def test_resumed_run_has_the_curve_of_an_uninterrupted_one(data, tmp_path):
+    """Interrupted mid-interval (log_every 3, state every 4 steps): the rows before the state and the interval
+    it cut come back from the state, so every non-timing value equals the uninterrupted run's."""
+    torch.set_num_threads(1)
+    sched = train.Schedule.from_config(TRAIN_CFG, data.num_train)
+    kw = dict(schedule=sched, start=0, end=sched.total_steps, data_seed=11, aug_seed=12, log_every=3,
+              checkpoint_every=4, run_fingerprint="fp")
+    ref = train.train(fresh(data), data, log=lambda m: None, **kw)["curve"]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_state_at_8(msg):
+        if msg.startswith("step 9/"):
+            raise Stop  # the state of step 8 is saved; the interval 7-9 is cut at 8
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(Stop):
+        train.train(fresh(data), data, log=stop_after_state_at_8, resume_path=state, **kw)
+    messages = []
+    resumed = train.train(fresh(data), data, log=messages.append, resume_path=state, **kw)["curve"]
+    assert any(m.startswith("resumed from step 8") for m in messages), messages
+    assert [r["step"] for r in ref] == list(range(3, 30, 3)) + [30]
+    assert [{k: r[k] for k in NON_TIMING} for r in resumed] == [{k: r[k] for k in NON_TIMING} for r in ref]
+
+
+def test_lotto_train_writes_the_curve_beside_the_checkpoint(tmp_path):
+    """`lotto train --curve` (runner.run_training's curve_path): the rows of the run, written atomically."""
+    from lotto import cli
+
+    cfg = json.dumps({"data": {"dataset": "mnist_embedded", "source": "embedded", "train_size": 320,
+                               "test_size": 64},
+                      "model": {"name": "lenet"},
+                      "training": {**TRAIN_CFG, "epochs": 1.0, "milestones": [], "log_every": 2}})
+    data, init = tmp_path / "d.npz", tmp_path / "init.safetensors"
+    assert cli.main(["stage-data", "--config", cfg, "--out", str(data)]) == 0
+    assert cli.main(["init", "--config", cfg, "--threads", "1", "--data", str(data), "--replicate", "0",
+                     "--out", str(init)]) == 0
+    out = tmp_path / "run" / "trained.safetensors"
+    assert cli.main(["train", "--config", cfg, "--threads", "1", "--data", str(data), "--from", str(init),
+                     "--replicate", "0", "--noise", "sibling:1", "--metrics", str(tmp_path / "run" / "m.json"),
+                     "--curve", str(tmp_path / "run" / "trained.curve.csv"), "--out", str(out)]) == 0
+    curve = pd.read_csv(tmp_path / "run" / "trained.curve.csv")
+    assert list(curve.columns) == list(curves.COLUMNS) and list(curve["step"]) == [2, 4, 5]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.json", "trained.curve.csv", "trained.safetensors"]
+    assert "curve" not in json.loads((tmp_path / "run" / "m.json").read_text())  # the rows stay out of the metrics

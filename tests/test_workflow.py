@@ -28,7 +28,7 @@ def digest(path):
 
 def test_every_figure_and_csv(finished_run):
     figs = finished_run / EXP / "figures"
-    for name in ["fig1a", "fig1b", "fig2a", "fig2b", "fig2c", "fig2d", "fig2e"]:
+    for name in ["fig1a", "fig1b", "fig2a", "fig2b", "fig2c", "fig2d", "fig2e", "training_curves"]:
         for ext in ("png", "pdf", "csv"):
             f = figs / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 0, f

@@ -210,7 +210,7 @@ def zoo_run(tmp_path_factory):
 
 
 FIGS = ["zoo_jaccard_methods", "zoo_jaccard_layers", "zoo_jaccard_handlings", "zoo_jaccard_tasks",
-        "zoo_effective", "zoo_accuracy", "zoo_stability", "zoo_transfer", "zoo_ensemble"]
+        "zoo_effective", "zoo_accuracy", "zoo_stability", "zoo_transfer", "zoo_ensemble", "zoo_training_curves"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,23 @@ FIGURES: dict[str, str] = {
     "fig2c": "test accuracy of the union of k sibling masks vs its sparsity at the largest t, one line per k, with baselines",
     "fig2d": "test accuracy of the intersection of k sibling masks vs its sparsity at the largest t, one line per k, with baselines",
     "fig2e": "test accuracy of every composition of k=2 sibling masks (composability.ops) vs its sparsity at the largest t, one line per composition, with baselines",
+    "training_curves": "training loss and accuracy vs step of every training of the family (pretraining, siblings, "
+    "each kind of retrained ticket): median and range over the runs of each group",
 }
+
+#: figures drawn from metric records (``lotto figure``); ``training_curves`` is drawn by ``lotto training-curves``
+RECORD_FIGURES: tuple[str, ...] = ("fig1a", "fig1b", "fig2a", "fig2b", "fig2c", "fig2d", "fig2e")
+
+
+def xscale_for(sparsities) -> str:
+    """The one x scale of every sparsity figure of a run, from its sparsity grid (composability.sparsities).
+
+    Logit when the grid goes past 0.95 (0.98, 0.99 and 0.999 would crowd a linear axis's right edge), else
+    linear. Decided from the grid, not from a figure's own points: an intersection's mask is sparser than its
+    grid point, and fig2b must not get another scale than fig2a.
+    """
+    return "logit" if max(float(s) for s in sparsities) > 0.95 else "linear"
+
 
 #: compositions of k sibling masks (besides ``vote<m>``, kept by at least m of them): mask operations, and
 #: global magnitude pruning of the siblings' mean |w|

@@ -23,8 +23,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES, is_composition
+from lotto.composability import ACCURACY_VIEWS, EVERY_OP, RECORD_FIGURES, is_composition
+from lotto.composability import FIGURES as _ALL_FIGURES
 from lotto.masks import vote_threshold
+
+#: the figures drawn from these tables (training_curves is drawn from the curves, by lotto.curves)
+FIGURES = {name: _ALL_FIGURES[name] for name in RECORD_FIGURES}
 
 #: the paper's compositions; composability.ops adds vote<m> and mean_magnitude (see is_composition)
 TICKETS_COMPOSED = ("union", "intersection")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lotto.composability import FIGURES, is_composition
+from lotto.composability import RECORD_FIGURES, is_composition
 from lotto.runner import log, parse_labels
 
 
@@ -69,7 +69,7 @@ def cmd_figure(args) -> None:
 
     records = analysis.load_records(args.inputs)
     table = analysis.figure_table(args.name, records)
-    plots.draw(args.name, table, args.out_prefix)
+    plots.draw(args.name, table, args.out_prefix, xscale=args.xscale, context=parse_labels(args.context, "--context"))
     log(f"{args.name}: {len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
 
 
@@ -106,8 +106,13 @@ def register(add, common) -> None:
 
     sp = add("figure", cmd_figure, "Draw one named composability figure (PNG, PDF and the CSV it plots) from "
              "metric records.")
-    sp.add_argument("name", choices=list(FIGURES), help="figure name")
+    sp.add_argument("name", choices=list(RECORD_FIGURES), help="figure name")
     sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
+    sp.add_argument("--xscale", choices=["auto", "linear", "logit"], default="auto",
+                    help="x axis of sparsity; auto: logit when the records' sparsity grid goes past 0.95 (the "
+                    "workflow passes the config grid's scale, one for every figure)")
+    sp.add_argument("--context", default=None,
+                    help='JSON object naming the run for the title: {"model":..,"dataset":..,"experiment":..}')
     sp.add_argument("inputs", nargs="+", help="JSON records (compose sidecars, metrics)")
 
     sp = add("tables", cmd_tables, "Summary tables (mean/std over replicates) of every record given.")

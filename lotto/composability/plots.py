@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lotto.figures import DPI, new_figure, save, style  # first: selects the Agg backend
+from lotto.figures import new_figure, reference_line, save, style, with_context  # first: selects Agg
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -19,8 +19,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from lotto.composability import ACCURACY_VIEWS, FIGURES, is_composition  # noqa: E402
-from lotto.composability.analysis import ACCURACY_COLUMNS, OVERLAP_COLUMNS, ticket_rank  # noqa: E402
+from lotto.composability import ACCURACY_VIEWS, is_composition, xscale_for  # noqa: E402
+from lotto.composability.analysis import ACCURACY_COLUMNS, FIGURES, OVERLAP_COLUMNS, ticket_rank  # noqa: E402
 from lotto.masks import vote_threshold  # noqa: E402
 
 X_LABEL_TARGET = "target sparsity (fraction of weights pruned)"
@@ -64,13 +64,19 @@ def _errorbar(ax, agg: pd.DataFrame, *, color, linestyle, marker, label=None, xe
                 marker=marker, markersize=markersize, linewidth=1.6, elinewidth=0.9, capsize=2.5, label=label, **kw)
 
 
+def _grid_xscale(t: pd.DataFrame) -> str:
+    """'auto': the scale :func:`lotto.composability.xscale_for` gives the table's sparsity grid (its target
+    sparsities), which every figure of a run shares."""
+    grid = t.loc[t["target_sparsity"] > 0, "target_sparsity"] if "ticket" in t else t["target_sparsity"]
+    return xscale_for(grid) if len(grid) else "linear"
+
+
 def _choose_xscale(ax, xs: np.ndarray, xscale: str) -> None:
-    """Linear axis, or a logit axis when the data reach very high sparsity (0.9, 0.99... spread out)."""
+    """Linear or logit axis (``xscale``); limits from the points ``xs``; logit ticks as plain decimals."""
     xs = np.asarray(xs, dtype=float)
     xs = xs[np.isfinite(xs)]
-    if xscale == "auto":
-        use_logit = len(xs) and xs.min() > 0.0 and xs.max() < 1.0 and xs.max() > 0.95
-        xscale = "logit" if use_logit else "linear"
+    if xscale == "logit" and len(xs) and not (xs.min() > 0.0 and xs.max() < 1.0):
+        raise ValueError("a logit x axis needs sparsities strictly between 0 and 1 (use --xscale linear)")
     if xscale == "logit":
         ax.set_xscale("logit")
         lo, hi = xs.min(), xs.max()
@@ -87,6 +93,11 @@ def _choose_xscale(ax, xs: np.ndarray, xscale: str) -> None:
             ax.set_xlim(max(0.0, xs.min() - pad), min(1.0, xs.max() + pad))
     else:
         raise ValueError(f"xscale must be 'auto', 'linear' or 'logit', got {xscale!r}")
+
+
+def _xlabel(text: str, ax) -> str:
+    # a logit axis must say so: its spacing is not proportional to the sparsity
+    return f"{text}, logit scale" if ax.get_xscale() == "logit" else text
 
 
 def _chance_grid(lo: float, hi: float, logit: bool) -> np.ndarray:
@@ -119,7 +130,7 @@ def _t_label(t: int) -> str:
 
 
 # --------------------------------------------------------------------------- figures
-def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
+def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, xscale: str, context: dict | None) -> None:
     ax = fig.add_subplot()
     if name == "fig1a":
         group, palette_keys = "pretrain_steps", sorted(t["pretrain_steps"].unique())
@@ -154,9 +165,9 @@ def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
         handles.append(Line2D([], [], color=color, linestyle="--", label=label))
 
     ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel(X_LABEL_TARGET)
+    ax.set_xlabel(_xlabel(X_LABEL_TARGET, ax))
     ax.set_ylabel(Y_LABEL_OVERLAP)
-    ax.set_title(f"{title}\n({_replicate_note(t)})")
+    ax.set_title(with_context(title, context, _replicate_note(t)))
     fig.legend(handles=handles, title=legend_title, loc="outside right upper", frameon=False)
 
 
@@ -172,8 +183,9 @@ def _op_label(op: str) -> str:
     return op
 
 
-def _draw_baselines(ax, base: pd.DataFrame, dense: pd.DataFrame, handles: list) -> None:
-    """One-shot, random and dense lines in grey (the views whose colours stand for compositions or k)."""
+def _draw_baselines(ax, base: pd.DataFrame, dense: pd.DataFrame, handles: list, dense_name: str) -> None:
+    """One-shot, random and dense lines in grey (the views whose colours stand for compositions or k); the dense
+    line's legend entry is ``dense_name`` with its value."""
     for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
         bsub = base[base["ticket"] == ticket]
         if len(bsub):
@@ -181,13 +193,13 @@ def _draw_baselines(ax, base: pd.DataFrame, dense: pd.DataFrame, handles: list) 
             agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
             _errorbar(ax, agg, color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, zorder=2)
             handles.append(Line2D([], [], color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, label=label))
-    if len(dense):
-        _draw_dense(ax, dense, _DENSE_COLOR)
+    label = _draw_dense(ax, dense, _DENSE_COLOR, dense_name)
+    if label:
         handles.append(Line2D([], [], color=_DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.6,
-                              label=LABEL_DENSE))
+                              label=label))
 
 
-def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None:
+def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str, context: dict | None) -> None:
     op, view = ACCURACY_VIEWS[name]
     ax = fig.add_subplot()
     comp = t[t["ticket"].map(is_composition).astype(bool)] if view == "by_op" else t[t["ticket"] == op]
@@ -216,7 +228,6 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
                     ls, mk = _STYLE[ticket]
                     agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
                     _errorbar(ax, agg, color=colors[tv], linestyle=ls, marker=mk, alpha=0.8, zorder=2)
-            _draw_dense(ax, dense[dense["pretrain_steps"] == tv], colors[tv])
         for tv in ts:
             handles.append(Line2D([], [], color=colors[tv], linewidth=3, label=_t_label(tv)))
         key_color = "0.3"
@@ -226,9 +237,12 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
             if (base["ticket"] == ticket).any():
                 ls, mk = _STYLE[ticket]
                 handles.append(Line2D([], [], color=key_color, linestyle=ls, marker=mk, label=label))
-        if len(dense):
-            handles.append(Line2D([], [], color=key_color, linestyle=_STYLE["dense"][0], linewidth=1.6,
-                                  label=LABEL_DENSE))
+        for tv in ts:  # one dense line (and band) per t, named with its value
+            name_t = f"{LABEL_DENSE}, {_t_label(tv)}"
+            label = _draw_dense(ax, dense[dense["pretrain_steps"] == tv], colors[tv], name_t)
+            if label:
+                handles.append(Line2D([], [], color=colors[tv], linestyle=_STYLE["dense"][0], linewidth=1.6,
+                                      label=label))
         legend_title = "pretraining steps"
     elif view == "by_op":
         ops = sorted(comp["ticket"].unique(), key=ticket_rank)
@@ -245,7 +259,7 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
             _errorbar(ax, agg, color=colors[o], linestyle=ls_c, marker=markers[o], markersize=sizes[o], xerr=True,
                       zorder=3)
             handles.append(Line2D([], [], color=colors[o], linestyle=ls_c, marker=markers[o], label=_op_label(o)))
-        _draw_baselines(ax, base, dense, handles)
+        _draw_baselines(ax, base, dense, handles, f"{LABEL_DENSE}, {t_text}")
         legend_title = "composition"
     else:
         colors = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
@@ -256,47 +270,47 @@ def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str) -> None
             _errorbar(ax, agg, color=colors[k], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
             handles.append(Line2D([], [], color=colors[k], linestyle=ls_c, marker=mk_c,
                                   label=f"{_k_label(k)} ({op})"))
-        _draw_baselines(ax, base, dense, handles)
+        _draw_baselines(ax, base, dense, handles, f"{LABEL_DENSE}, {t_text}")
         legend_title = None
 
-    ax.set_xlabel(X_LABEL_SPARSITY)
+    ax.set_xlabel(_xlabel(X_LABEL_SPARSITY, ax))
     ax.set_ylabel(Y_LABEL_ACCURACY)
-    ax.set_title(f"{title}\n({_replicate_note(t)})")
+    ax.set_title(with_context(title, context, _replicate_note(t)))
     fig.legend(handles=handles, title=legend_title, loc="outside right upper", frameon=False)
 
 
-def _draw_dense(ax, dense: pd.DataFrame, color) -> None:
+def _draw_dense(ax, dense: pd.DataFrame, color, name: str) -> str | None:
+    """The dense line at the mean over replicates, with a ± sd band when there are several; its legend text."""
     if dense.empty:
-        return
-    acc = dense["test_accuracy"].to_numpy(dtype=float)
-    mean = float(acc.mean())
-    if dense["replicate"].nunique() > 1:
-        sd = float(dense.groupby("replicate")["test_accuracy"].mean().std())
-        if np.isfinite(sd) and sd > 0:
-            ax.axhspan(mean - sd, mean + sd, color=color, alpha=0.08, linewidth=0, zorder=0)
-    ax.axhline(mean, color=color, linestyle=_STYLE["dense"][0], linewidth=1.6, zorder=1)
+        return None
+    per_replicate = dense.groupby("replicate")["test_accuracy"].mean()
+    return reference_line(ax, per_replicate, name, color, linestyle=_STYLE["dense"][0])
 
 
 # --------------------------------------------------------------------------- entry point
-def render(name: str, table: pd.DataFrame, xscale: str = "auto") -> Figure:
+def render(name: str, table: pd.DataFrame, xscale: str = "auto", context: dict | None = None) -> Figure:
     """Build the matplotlib Figure for ``name`` from its table (no files written)."""
     t = _prepare(name, table)
+    if xscale == "auto":
+        xscale = _grid_xscale(t)
     fig = new_figure(FIGSIZE)
     if name in ("fig1a", "fig1b"):
-        _draw_overlap(name, t, fig, xscale)
+        _draw_overlap(name, t, fig, xscale, context)
     else:
-        _draw_accuracy(name, t, fig, xscale)
+        _draw_accuracy(name, t, fig, xscale, context)
     return fig
 
 
-def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "auto") -> dict[str, Path]:
+def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "auto",
+         context: dict | None = None) -> dict[str, Path]:
     """Render figure ``name`` from ``table`` and write ``<out_prefix>.png/.pdf/.csv`` atomically.
 
     Replicates are drawn as mean ± sd (error bars only when there is more than one replicate).
-    ``xscale``: "auto" (logit when the sparsities exceed 0.95, else linear), "linear" or "logit".
-    Returns the three paths.
+    ``xscale``: "linear", "logit" or "auto" (:func:`lotto.composability.xscale_for` of the table's sparsity
+    grid, so every figure of one run gets the same scale; the workflow passes the config grid's scale).
+    ``context``: {"model", "dataset", "experiment"} for the title. Returns the three paths.
     """
     with style():
-        fig = render(name, table, xscale=xscale)
+        fig = render(name, table, xscale=xscale, context=context)
         return save(fig, table, out_prefix)
 

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from lotto.imp import FIGURES
+from lotto.imp import RECORD_FIGURES
 
 
 # --------------------------------------------------------------------------- records
@@ -78,8 +78,8 @@ def _need(records: dict, key: str, name: str) -> None:
 
 # --------------------------------------------------------------------------- tables
 def table(name: str, records: dict) -> pd.DataFrame:
-    if name not in FIGURES:
-        raise ValueError(f"unknown IMP figure {name!r}; known: {list(FIGURES)}")
+    if name not in RECORD_FIGURES:
+        raise ValueError(f"unknown IMP figure {name!r}; known: {list(RECORD_FIGURES)}")
     return {"imp_paths": _paths_table, "imp_heatmap": _heatmap_table, "imp_slices": _slices_table,
             "imp_adaptive": _adaptive_table}[name](records)
 

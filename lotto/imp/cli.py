@@ -6,7 +6,7 @@ Level training itself is ``lotto train --mask``. Heavy imports happen inside the
 from __future__ import annotations
 
 from lotto import config as configmod
-from lotto.imp import FIGURES
+from lotto.imp import RECORD_FIGURES
 from lotto.runner import log as _log, model_from_checkpoint as _model_from_checkpoint
 from lotto.runner import parse_labels as _labels, setup_torch as _setup_torch
 
@@ -229,7 +229,7 @@ def cmd_imp_figure(args) -> None:
 
     records = analysis.load(args.inputs)
     table = analysis.table(args.name, records)
-    plots.draw(args.name, table, args.out_prefix)
+    plots.draw(args.name, table, args.out_prefix, context=_labels(args.context, "--context"))
     _log(f"{args.name}: {len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
 
 
@@ -312,8 +312,10 @@ def register(add, common) -> None:
     sp = add("imp-figure", cmd_imp_figure,
              "Draw one IMP figure (PNG, PDF and the CSV it plots): imp_paths, imp_heatmap, imp_slices or "
              "imp_adaptive.")
-    sp.add_argument("name", choices=list(FIGURES), help="figure name")
+    sp.add_argument("name", choices=list(RECORD_FIGURES), help="figure name")
     sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
+    sp.add_argument("--context", default=None,
+                    help='JSON object naming the run for the title: {"model":..,"dataset":..,"experiment":..}')
     sp.add_argument("inputs", nargs="+", help="path / slice / adaptive-prune records and level metrics")
 
     sp = add("imp-table", cmd_imp_table,

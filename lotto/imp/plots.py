@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lotto.figures import new_figure, save, style  # first: selects the Agg backend
+from lotto.figures import add_context, new_figure, save, style  # first: selects the Agg backend
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -48,13 +48,18 @@ def _draw_paths(t: pd.DataFrame, fig: Figure) -> None:
                                 alpha=0.15, linewidth=0)
         thr = sub["matching_threshold"].iloc[0]
         if np.isfinite(thr):
-            ax.axhline(thr, color="0.2", linestyle="--", linewidth=1.2, label="matching threshold")
+            ax.axhline(thr, color="0.2", linestyle="--", linewidth=1.2,
+                       label=f"matching: dense error + 1 sd ({thr:.3f} at τ = {tau})")
         ax.set_title(f"rewind step τ = {tau}")
         ax.set_xlabel("β  ((1-β) w_L + β w_{L+1})")
         ax.set_ylabel("test error")
         ax.set_xlim(0, 1)
-    handles, labels = axes[-1].get_legend_handles_labels()
-    fig.legend(handles, labels, title="levels (sparsity)", loc="outside right upper", frameon=False)
+    entries = {}  # every panel's entries, each once: the matching line differs per rewind point
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), title="levels (sparsity)", loc="outside right upper",
+               frameon=False)
     n = t["replicate"].nunique()
     fig.suptitle(f"Error along linear paths between successive IMP levels ({_rep_note(n)})")
 
@@ -128,12 +133,13 @@ def _draw_adaptive(t: pd.DataFrame, fig: Figure) -> None:
                             markersize=4, capsize=2)
             ax_rounds.plot(agg["s"], agg["level"], color=colors[tau], linestyle=ls, marker=mk, markersize=4)
         thr = t.loc[t["pretrain_steps"] == tau, "matching_threshold"].iloc[0]
+        handles.append(Line2D([], [], color=colors[tau], linewidth=3, label=f"τ = {tau}"))
         if np.isfinite(thr):
             ax_acc.axhline(1.0 - thr, color=colors[tau], linestyle=":", linewidth=1.2)
-        handles.append(Line2D([], [], color=colors[tau], linewidth=3, label=f"τ = {tau}"))
+            handles.append(Line2D([], [], color=colors[tau], linestyle=":",
+                                  label=f"matching at τ = {tau}: dense accuracy − 1 sd = {1.0 - thr:.3f}"))
     handles += [Line2D([], [], color="0.3", linestyle=ls, marker=mk, label=f"{chain} ratio")
                 for chain, (ls, mk) in style.items()]
-    handles.append(Line2D([], [], color="0.3", linestyle=":", label="matching (dense − 1 sd)"))
     ax_acc.set_xlabel("sparsity (fraction of weights pruned)")
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title("accuracy")
@@ -149,7 +155,8 @@ _DRAW = {"imp_paths": (_draw_paths, (11, 4.2)), "imp_heatmap": (_draw_heatmap, (
          "imp_slices": (_draw_slices, (11, 4.6)), "imp_adaptive": (_draw_adaptive, (11, 4.4))}
 
 
-def render(name: str, t: pd.DataFrame) -> Figure:
+def render(name: str, t: pd.DataFrame, context: dict | None = None) -> Figure:
+    """Figure ``name`` of ``t``; ``context`` ({"model", "dataset", "experiment"}) goes into the title."""
     if t.empty:
         raise ValueError(f"{name}: table is empty, nothing to plot")
     draw_fn, (w, h) = _DRAW[name]
@@ -160,9 +167,11 @@ def render(name: str, t: pd.DataFrame) -> Figure:
         h = h * math.ceil(n / 3)
     fig = new_figure((w, h))
     draw_fn(t, fig)
+    add_context(fig, context)
     return fig
 
 
-def draw(name: str, t: pd.DataFrame, out_prefix: str | Path) -> dict[str, Path]:
+def draw(name: str, t: pd.DataFrame, out_prefix: str | Path, context: dict | None = None) -> dict[str, Path]:
+    """Write figure ``name`` of ``t``: PNG, PDF and the table as CSV."""
     with style(font_scale=0.8):
-        return save(render(name, t), t, out_prefix)
+        return save(render(name, t, context), t, out_prefix)

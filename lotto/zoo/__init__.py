@@ -20,4 +20,9 @@ FIGURES: dict[str, str] = {
     "zoo_stability": "per-layer std of the ticket's initial weights vs the layer's, per round",
     "zoo_transfer": "pret-a-porter: every ticket (bespoke, consensus, random) retrained on every task",
     "zoo_ensemble": "ensembles of the methods' networks: accuracy of averaged predictions and prediction agreement",
+    "zoo_training_curves": "training loss and accuracy vs step of every training of the family (pretraining, dense, "
+    "the pruning rounds of each handling, transferred tickets): median and range over the runs of each group",
 }
+
+#: figures ``lotto zoo-figure`` draws from records and masks (the ensemble and the curves have their own commands)
+RECORD_FIGURES: tuple[str, ...] = tuple(f for f in FIGURES if f not in ("zoo_ensemble", "zoo_training_curves"))

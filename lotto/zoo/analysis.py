@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lotto.zoo import FIGURES
+from lotto.zoo import RECORD_FIGURES
 
 _JACCARD = {
     "zoo_jaccard_methods": ("method", ["replicate", "task", "handling", "iteration"]),
@@ -113,4 +113,4 @@ def figure_table(name: str, inputs):
         return stability_table(records)
     if name == "zoo_transfer":
         return transfer_table(records)
-    raise ValueError(f"unknown zoo figure {name!r}; known: {', '.join(FIGURES)}")
+    raise ValueError(f"unknown zoo figure {name!r}; known: {', '.join(RECORD_FIGURES)}")

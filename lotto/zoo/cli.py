@@ -12,7 +12,7 @@ from __future__ import annotations
 from lotto import config as configmod
 from lotto.runner import log as _log, parse_labels as _labels, setup_torch as _setup_torch
 from lotto.seeds import derive_seed
-from lotto.zoo import FIGURES
+from lotto.zoo import RECORD_FIGURES
 
 
 def _zoo_noise(task: str) -> str:
@@ -78,7 +78,7 @@ def cmd_zoo_iterate(args) -> None:
     runner.run_training(
         cfg, args.data, args.out_start, args.out, replicate=args.replicate, noise=_zoo_noise(args.task),
         mask_path=args.out_mask, kind="trained", metrics_path=args.metrics, labels=labels,
-        resume_state=args.resume_state,
+        resume_state=args.resume_state, curve_path=args.curve,
     )
 
     trained, _ = io.load_checkpoint(args.out)
@@ -130,7 +130,7 @@ def cmd_zoo_ensemble(args) -> None:
                 ys.append(y.cpu())
         members.append((meta.get("labels", {}), torch.cat(probs), torch.cat(ys)))
     table = ensemble_table(members)
-    zoo_plots.draw("zoo_ensemble", table, args.out_prefix)
+    zoo_plots.draw("zoo_ensemble", table, args.out_prefix, context=_labels(args.context, "--context"))
     _log(f"zoo_ensemble: {len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
 
 
@@ -171,8 +171,13 @@ def cmd_zoo_figure(args) -> None:
     from lotto.zoo import analysis as zoo_analysis, plots as zoo_plots
 
     table = zoo_analysis.figure_table(args.name, args.inputs)
-    zoo_plots.draw(args.name, table, args.out_prefix)
+    zoo_plots.draw(args.name, table, args.out_prefix, context=_labels(args.context, "--context"))
     _log(f"{args.name}: {len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
+
+
+def _context_option(sp) -> None:
+    sp.add_argument("--context", default=None,
+                    help='JSON object naming the run for the title: {"model":..,"dataset":..,"experiment":..}')
 
 
 def register(add, common) -> None:
@@ -198,6 +203,7 @@ def register(add, common) -> None:
     sp.add_argument("--out-mask", required=True, help="the round's mask to write")
     sp.add_argument("--out-start", required=True, help="checkpoint the round's training starts from")
     sp.add_argument("--out", required=True, help="trained checkpoint")
+    sp.add_argument("--curve", default=None, help="the round's training curve (CSV), as `lotto train --curve`")
     sp.add_argument("--metrics", required=True, help="metrics JSON to write (accuracy, effective sparsity, per-layer statistics)")
 
     sp = add("zoo-consensus", cmd_zoo_consensus,
@@ -213,9 +219,11 @@ def register(add, common) -> None:
     common(sp)
     sp.add_argument("--data", required=True, help="staged data file of the main task")
     sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
+    _context_option(sp)
     sp.add_argument("checkpoints", nargs="+", help="trained networks to combine")
 
     sp = add("zoo-figure", cmd_zoo_figure, "Draw one figure of the zoo family (PNG, PDF and the CSV it plots).")
-    sp.add_argument("name", choices=[f for f in FIGURES if f != "zoo_ensemble"], help="figure name")
+    sp.add_argument("name", choices=list(RECORD_FIGURES), help="figure name")
     sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
+    _context_option(sp)
     sp.add_argument("inputs", nargs="+", help="metrics JSON records or mask files")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from lotto.figures import new_figure, save, style  # first: selects the Agg backend
+from lotto.figures import add_context, new_figure, reference_line, save, style  # first: selects Agg
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -129,6 +129,10 @@ def _accuracy(t: pd.DataFrame) -> Figure:
     for ax, (task, handling) in zip(axes, keys):
         sub = t[(t["task"] == task) & (t["handling"] == handling)]
         sns.lineplot(sub, x="iteration", y="test_accuracy", hue="method", ax=ax, marker="o", errorbar=None)
+        # round 0 is the one dense network of the task, repeated for every method: one value per replicate
+        dense = sub[sub["iteration"] == 0].drop_duplicates("replicate")
+        if len(dense):
+            reference_line(ax, dense["test_accuracy"], "dense (round 0)", "0.3")
         ax.set_xlabel("pruning round (0 = dense)")
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{task}, {handling}")
@@ -173,7 +177,7 @@ def _transfer(t: pd.DataFrame) -> Figure:
     ax.set_yticklabels([f"{i} (s={sp[i]:.3f})" for i in mat.index], rotation=0)
     ax.set_xlabel("task the ticket is retrained on (from the shared init)")
     ax.set_ylabel("ticket")
-    ax.set_title("Pret-a-porter tickets: transfer accuracy")
+    fig.suptitle("Pret-a-porter tickets: transfer accuracy")
     return fig
 
 
@@ -212,14 +216,21 @@ _DRAW = {
 }
 
 
-def draw(name: str, table: pd.DataFrame, out_prefix: str | Path) -> dict[str, Path]:
+def render(name: str, table: pd.DataFrame, context: dict | None = None) -> Figure:
+    """Figure ``name`` of ``table``; ``context`` ({"model", "dataset", "experiment"}) goes into the title."""
     if name not in _DRAW:
         raise ValueError(f"unknown zoo figure {name!r}")
     if table.empty:
         raise ValueError(f"{name}: nothing to plot (empty table)")
+    fig = _DRAW[name](table)
+    add_context(fig, context)
+    for ax in fig.axes:  # rounds are whole numbers
+        if ax.get_xlabel().startswith("pruning round"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, context: dict | None = None) -> dict[str, Path]:
+    """Write figure ``name`` of ``table``: PNG, PDF and the table as CSV."""
     with style(font_scale=0.8):
-        fig = _DRAW[name](table)
-        for ax in fig.axes:  # rounds are whole numbers
-            if ax.get_xlabel().startswith("pruning round"):
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        return save(fig, table, out_prefix)
+        return save(render(name, table, context), table, out_prefix)

@@ -3,7 +3,7 @@ import json
 import os
 import shlex
 
-from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES as COMP_FIGURES
+from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES as COMP_FIGURES, xscale_for
 from lotto.composability.claims import random_ticket_point
 from lotto.config import section_json
 from lotto.imp import FIGURES as IMP_FIGURE_NAMES
@@ -34,6 +34,17 @@ PRE_DIR = f"{ROOT}/rep{{rep}}/pre{{pre}}"
 
 # an accuracy figure of one composition is drawn when that composition is run
 FIGURES = [f for f in COMP_FIGURES if ACCURACY_VIEWS.get(f, (EVERY_OP,))[0] in [EVERY_OP, *OPS]]
+# one x scale for every sparsity figure of the run, from the config's grid (not from each figure's own points)
+COMP_XSCALE = xscale_for(COMP["sparsities"]) if COMP else "linear"
+# what every figure's title names: the run's model, dataset and experiment
+FIG_CONTEXT = shlex.quote(json.dumps(
+    {"model": config["model"]["name"], "dataset": config["data"]["dataset"], "experiment": config["experiment"]},
+    sort_keys=True, separators=(",", ":"),
+))
+TRAINING_CURVES_SHELL = (
+    "lotto training-curves --title {params.title} --context {params.context} {params.groups} "
+    "--out-prefix {params.prefix} > {log} 2>&1"
+)
 
 
 wildcard_constraints:
@@ -65,21 +76,37 @@ def train_resources():
     return res
 
 
-def train_shell(source, noise, kind="trained", end="end", mask="", metrics=True, out="{output.ckpt}"):
+def train_shell(source, noise, kind="trained", end="end", mask="", metrics=True):
     """The one `lotto train` command line of every training rule, as a shell template.
 
-    ``source``/``out``: the rule's input and output placeholders; ``mask``: e.g. "--mask {input.mask}";
-    ``metrics``: evaluate on the test set and write {output.metrics} with {params.labels}. The resumable state
-    lives under RESUME, outside the declared outputs (which Snakemake deletes before a job).
+    ``source``: the rule's input placeholder; ``mask``: e.g. "--mask {input.mask}"; ``metrics``: evaluate on
+    the test set and write {output.metrics} with {params.labels}. The rule's outputs: ``ckpt`` and ``curve``
+    (curve_of(ckpt): the training curve), and ``metrics`` with ``metrics``. The resumable state lives under
+    RESUME, outside the declared outputs (which Snakemake deletes before a job).
     """
     parts = [
         "lotto train --config {params.cfg} --threads {threads} --data {input.data}",
         f"--from {source} --end {end} --replicate {{wildcards.rep}} --noise {noise} --kind {kind}",
         mask,
         "--metrics {output.metrics} --labels {params.labels}" if metrics else "",
-        f"--resume-state {RESUME}/{out}.pt --out {out} > {{log}} 2>&1",
+        f"--curve {{output.curve}} --resume-state {RESUME}/{{output.ckpt}}.pt --out {{output.ckpt}} > {{log}} 2>&1",
     ]
     return " ".join(p for p in parts if p)
+
+
+def curve_of(ckpt):
+    """The training curve (CSV) a training job writes beside its checkpoint: <stem>.curve.csv."""
+    return ckpt[: -len(".safetensors")] + ".curve.csv"
+
+
+def curve_files(groups):
+    return [f for _, files in groups for f in files]
+
+
+def curves_params(title, groups):
+    """params of a training_curves figure rule: its title and one `--group LABEL CURVE...` per group with runs."""
+    args = [" ".join(["--group", *map(shlex.quote, [label, *files])]) for label, files in groups if files]
+    return dict(title=shlex.quote(title), groups=" ".join(args))
 
 
 def light_resources():
@@ -162,7 +189,32 @@ def _baselines(pres):
     return [ticket_metrics(r, p, b, s) for r in REPS for p in pres for b in ("oneshot", "random") for s in SPARSITIES]
 
 
+def comp_curve_groups():
+    """The composability trainings by role: median and range over each group make hundreds of runs readable."""
+    def retrained(tickets):
+        return [curve_of(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/retrained.safetensors") for r in REPS for p in PRES
+                for t in tickets for s in SPARSITIES]
+
+    names = {"union": "unions of k masks", "intersection": "intersections of k masks"}
+    return [
+        ("pretraining (0 to t)", [curve_of(rewind_path(r, p)) for r in REPS for p in PRES]),
+        ("dense siblings (t to end)", [curve_of(sibling_checkpoint(r, p, i)) for r in REPS for p in PRES
+                                       for i in SIBLINGS]),
+        ("one-shot tickets", retrained(["oneshot"])),
+        ("random tickets", retrained(["random"])),
+    ] + [(names.get(op, f"{op} of k masks"), retrained([f"k{k}/{op}" for k in KS if op in ops_at(k)])) for op in OPS]
+
+
+def comp_figure_params(name):
+    if name == "training_curves":
+        return curves_params("Training curves of the composability runs (tickets: retraining from t)",
+                             comp_curve_groups())
+    return dict(name=name, xscale=COMP_XSCALE)
+
+
 def figure_inputs(name):
+    if name == "training_curves":
+        return curve_files(comp_curve_groups())
     top = [max(PRES)]
     if name == "fig1a":
         return [compose_record(r, p, 2, overlap_op(2), s) for r in REPS for p in PRES for s in SPARSITIES]
@@ -383,6 +435,8 @@ if ZOO:
         if name == "zoo_ensemble":
             return [f"{zoo_dir(r, ZOO_MAIN, m, ZOO_EH, ZOO_N)}/trained.safetensors" for r in ZOO_REPS
                     for m in ZOO["methods"]]
+        if name == "zoo_training_curves":
+            return curve_files(zoo_curve_groups())
         raise ValueError(name)
 
     def zoo_claim_inputs():
@@ -393,6 +447,30 @@ if ZOO:
         rounds = [f"{zoo_dir(r, ZOO_MAIN, m, h, ZOO_N)}/metrics.json" for r in ZOO_REPS for m, h in zoo_runs(ZOO_MAIN)]
         transfer = [zoo_transfer_metrics(r, k, t) for r in ZOO_REPS for k in ZOO_TICKETS for t in ZOO_TASKS]
         return list(dict.fromkeys(masks + rounds + transfer))
+
+    def zoo_curve_groups():
+        groups = []
+        if ZOO_USES_T:
+            groups.append(("pretraining (0 to t)", [curve_of(zoo_rewind(r, t)) for r in ZOO_REPS for t in ZOO_TASKS]))
+        groups.append(("dense", [curve_of(f"{zoo_dense(r, t)}/trained.safetensors") for r in ZOO_REPS
+                                 for t in ZOO_TASKS]))
+        # by handling, not method: the handling sets where a round starts (step and weights), the method only
+        # which weights it keeps
+        for h in dict.fromkeys(ZOO["handlings"] + [ZOO_TH]):
+            groups.append((f"pruning rounds, {h}", [
+                curve_of(f"{zoo_dir(r, task, m, hh, n)}/trained.safetensors") for r in ZOO_REPS for task in ZOO_TASKS
+                for m, hh in zoo_runs(task) if hh == h for n in range(1, ZOO_N + 1)
+            ]))
+        transfer = [zoo_transfer_metrics(r, k, t) for r in ZOO_REPS for k in ZOO_TICKETS for t in ZOO_TASKS]
+        groups.append(("tickets retrained on every task", [  # a bespoke ticket on its own task is a round above
+            curve_of(p.replace("metrics.json", "trained.safetensors")) for p in transfer if "/zoo_transfer/" in p
+        ]))
+        return groups
+
+    def zoo_figure_params(name):
+        if name == "zoo_training_curves":
+            return curves_params("Training curves of the pruning-method zoo", zoo_curve_groups())
+        return dict(name=name)
 
     def zoo_figure_files(name):
         return [f"{ROOT}/figures/{name}{ext}" for ext in (".png", ".pdf", ".csv")]
@@ -487,12 +565,28 @@ if IMP:
         return [f"{imp_level(r, p, 'adaptive', L)}/prune.json" for r in IMP_REPS for p in IMP_AD_PRES
                 for L in imp_chain_levels("adaptive")]
 
+    def imp_curve_groups():
+        return [
+            ("pretraining (0 to τ)", [curve_of(rewind_path(r, p)) for r in IMP_REPS for p in IMP_PRES]),
+            ("level 0 (dense)", [curve_of(imp_ckpt(r, p, "fixed", 0)) for r in IMP_REPS for p in IMP_PRES]),
+            ("fixed-ratio levels", [curve_of(imp_ckpt(r, p, "fixed", L)) for r in IMP_REPS for p in IMP_PRES
+                                    for L in range(1, IMP_LEVELS)]),
+            ("adaptive-ratio levels", [curve_of(imp_ckpt(r, p, "adaptive", L)) for r in IMP_REPS for p in IMP_AD_PRES
+                                       for L in imp_chain_levels("adaptive")]),
+        ]
+
+    def imp_figure_params(name):
+        if name == "imp_training_curves":
+            return curves_params("Training curves of the IMP runs (levels: retraining from τ)", imp_curve_groups())
+        return dict(name=name)
+
     IMP_FIGURES = {
         "imp_paths": imp_successive_paths() + imp_dense_metrics(),
         "imp_heatmap": imp_pairwise_paths() + imp_all_metrics("fixed", IMP_PAIR_PRES) + imp_dense_metrics(),
         "imp_slices": imp_slices() + imp_dense_metrics(),
         "imp_adaptive": imp_all_metrics("fixed", IMP_AD_PRES) + imp_all_metrics("adaptive", IMP_AD_PRES)
         + imp_adaptive_records() + imp_dense_metrics(),
+        "imp_training_curves": curve_files(imp_curve_groups()),
     }
     IMP_FIGURES = {name: list(dict.fromkeys(files)) for name, files in IMP_FIGURES.items()}  # each file once
     if not IMP_PAIR_PRES:

@@ -24,7 +24,8 @@ rule pretrain:
         data=DATA,
         init=f"{ROOT}/rep{{rep}}/init.safetensors",
     output:
-        f"{PRE_DIR}/rewind.safetensors",
+        ckpt=f"{PRE_DIR}/rewind.safetensors",
+        curve=f"{PRE_DIR}/rewind.curve.csv",
     log:
         f"{PRE_DIR}/pretrain.log",
     params:
@@ -35,7 +36,7 @@ rule pretrain:
     conda:
         LOTTO_ENV
     shell:
-        train_shell("{input.init}", "pretrain", kind="rewind", end="{wildcards.pre}", metrics=False, out="{output}")
+        train_shell("{input.init}", "pretrain", kind="rewind", end="{wildcards.pre}", metrics=False)
 
 
 rule sibling:
@@ -44,6 +45,7 @@ rule sibling:
         rewind=f"{PRE_DIR}/rewind.safetensors",
     output:
         ckpt=f"{PRE_DIR}/sibling{{sib}}/trained.safetensors",
+        curve=f"{PRE_DIR}/sibling{{sib}}/trained.curve.csv",
         metrics=f"{PRE_DIR}/sibling{{sib}}/metrics.json",
     log:
         f"{PRE_DIR}/sibling{{sib}}/train.log",
@@ -70,6 +72,7 @@ rule retrain:
         mask=ticket_mask,
     output:
         ckpt=f"{PRE_DIR}/{{ticket}}/s{{s}}/retrained.safetensors",
+        curve=f"{PRE_DIR}/{{ticket}}/s{{s}}/retrained.curve.csv",
         metrics=f"{PRE_DIR}/{{ticket}}/s{{s}}/metrics.json",
     log:
         f"{PRE_DIR}/{{ticket}}/s{{s}}/retrain.log",
@@ -145,7 +148,8 @@ rule random_ticket:
 
 
 # --- figures: each a target by rule name (`snakemake fig1a`) and by file; the CSV beside it is what it plots.
-# They run on the submitting host: light, and the only steps that import seaborn.
+# They run on the submitting host: light, and the only steps that import seaborn. Every title names the model,
+# dataset and experiment (FIG_CONTEXT); every sparsity axis has the one scale of the config's grid (COMP_XSCALE).
 
 for _fig in FIGURES if COMP else []:
 
@@ -159,13 +163,17 @@ for _fig in FIGURES if COMP else []:
         log:
             f"{ROOT}/logs/{_fig}.log",
         params:
-            name=_fig,
             prefix=lambda w, output: output[0][: -len(".png")],
+            context=FIG_CONTEXT,
+            **comp_figure_params(_fig),
         localrule: True
         conda:
             LOTTO_ENV
         shell:
-            "lotto figure {params.name} --out-prefix {params.prefix} {input} > {log} 2>&1"
+            TRAINING_CURVES_SHELL if _fig == "training_curves" else (
+                "lotto figure {params.name} --xscale {params.xscale} --context {params.context} "
+                "--out-prefix {params.prefix} {input} > {log} 2>&1"
+            )
 
 
 if COMP:

@@ -20,6 +20,7 @@ if IMP:
             mask=lambda w: imp_mask(w.rep, w.pre, w.chain, w.level),
         output:
             ckpt=f"{IMP_DIR}/{{chain}}/level{{level}}/trained.safetensors",
+            curve=f"{IMP_DIR}/{{chain}}/level{{level}}/trained.curve.csv",
             metrics=f"{IMP_DIR}/{{chain}}/level{{level}}/metrics.json",
         log:
             f"{IMP_DIR}/{{chain}}/level{{level}}/train.log",
@@ -165,13 +166,17 @@ if IMP:
             log:
                 f"{ROOT}/logs/{_fig}.log",
             params:
-                name=_fig,
                 prefix=lambda w, output: output[0][: -len(".png")],
+                context=FIG_CONTEXT,
+                **imp_figure_params(_fig),
             localrule: True
             conda:
                 LOTTO_ENV
             shell:
-                "lotto imp-figure {params.name} --out-prefix {params.prefix} {input} > {log} 2>&1"
+                TRAINING_CURVES_SHELL if _fig == "imp_training_curves" else (
+                    "lotto imp-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
+                    "{input} > {log} 2>&1"
+                )
 
     if IMP_AD_PRES:
 

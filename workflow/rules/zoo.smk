@@ -31,7 +31,8 @@ if ZOO:
             data=lambda w: zoo_data(w.ztask),
             init=f"{ROOT}/rep{{rep}}/init.safetensors",
         output:
-            f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/pre{{pre}}/rewind.safetensors",
+            ckpt=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/pre{{pre}}/rewind.safetensors",
+            curve=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/pre{{pre}}/rewind.curve.csv",
         log:
             f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/pre{{pre}}/pretrain.log",
         params:
@@ -43,7 +44,7 @@ if ZOO:
             LOTTO_ENV
         shell:
             train_shell("{input.init}", "custom:zoo-{wildcards.ztask}", kind="rewind", end="{wildcards.pre}",
-                        metrics=False, out="{output}")
+                        metrics=False)
 
     rule zoo_dense:
         input:
@@ -51,6 +52,7 @@ if ZOO:
             start=lambda w: zoo_rewind(w.rep, w.ztask) if ZOO_USES_T else zoo_init(w.rep),
         output:
             ckpt=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/dense/trained.safetensors",
+            curve=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/dense/trained.curve.csv",
             metrics=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/dense/metrics.json",
         log:
             f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/dense/train.log",
@@ -73,6 +75,7 @@ if ZOO:
             mask=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/{{zmethod}}/{{zhandling}}/iter{{zn}}/mask.mask",
             start=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/{{zmethod}}/{{zhandling}}/iter{{zn}}/start.safetensors",
             ckpt=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/{{zmethod}}/{{zhandling}}/iter{{zn}}/trained.safetensors",
+            curve=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/{{zmethod}}/{{zhandling}}/iter{{zn}}/trained.curve.csv",
             metrics=f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/{{zmethod}}/{{zhandling}}/iter{{zn}}/metrics.json",
         log:
             f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/{{zmethod}}/{{zhandling}}/iter{{zn}}/round.log",
@@ -94,7 +97,7 @@ if ZOO:
             "--handling {wildcards.zhandling} --iteration {wildcards.zn} --replicate {wildcards.rep} "
             "--rate {params.rate} --dim {params.dim} --finetune-start {params.finetune_start} "
             "--resume-state {params.resume} --out-mask {output.mask} --out-start {output.start} "
-            "--out {output.ckpt} --metrics {output.metrics} > {log} 2>&1"
+            "--out {output.ckpt} --curve {output.curve} --metrics {output.metrics} > {log} 2>&1"
 
     rule zoo_consensus:
         input:
@@ -135,6 +138,7 @@ if ZOO:
             mask=lambda w: zoo_ticket_mask(w.rep, w.zticket),
         output:
             ckpt=f"{ROOT}/rep{{rep}}/zoo_transfer/{{zticket}}/on_{{ztarget}}/trained.safetensors",
+            curve=f"{ROOT}/rep{{rep}}/zoo_transfer/{{zticket}}/on_{{ztarget}}/trained.curve.csv",
             metrics=f"{ROOT}/rep{{rep}}/zoo_transfer/{{zticket}}/on_{{ztarget}}/metrics.json",
         log:
             f"{ROOT}/rep{{rep}}/zoo_transfer/{{zticket}}/on_{{ztarget}}/train.log",
@@ -161,13 +165,17 @@ if ZOO:
             log:
                 f"{ROOT}/logs/{_zfig}.log",
             params:
-                name=_zfig,
                 prefix=lambda w, output: output[0][: -len(".png")],
+                context=FIG_CONTEXT,
+                **zoo_figure_params(_zfig),
             localrule: True
             conda:
                 LOTTO_ENV
             shell:
-                "lotto zoo-figure {params.name} --out-prefix {params.prefix} {input} > {log} 2>&1"
+                TRAINING_CURVES_SHELL if _zfig == "zoo_training_curves" else (
+                    "lotto zoo-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
+                    "{input} > {log} 2>&1"
+                )
 
     rule zoo_ensemble:
         input:
@@ -180,12 +188,13 @@ if ZOO:
         params:
             cfg=cfg_arg("model", "training"),
             prefix=lambda w, output: output[0][: -len(".png")],
+            context=FIG_CONTEXT,
         localrule: True
         conda:
             LOTTO_ENV
         shell:
             "lotto zoo-ensemble --config {params.cfg} --threads 1 --data {input.data} --out-prefix {params.prefix} "
-            "{input.ckpts} > {log} 2>&1"
+            "--context {params.context} {input.ckpts} > {log} 2>&1"
 
     rule zoo_figures:
         input:
