@@ -117,6 +117,28 @@ def cmd_training_curves(args) -> None:
         f"{len(table)} rows -> {args.out_prefix}.png/.pdf/.csv")
 
 
+def cmd_provenance(args) -> None:
+    from lotto import provenance
+
+    files = list(args.files) + [p for root in args.under for p in provenance.artifacts_under(root)]
+    rows = provenance.collect(files)
+    provenance.write_table(rows, args.out)
+    log(f"{len(files)} artifacts, {len(rows)} distinct provenance record(s) -> {args.out}")
+
+
+def cmd_report_config(args) -> None:
+    import yaml
+
+    from lotto.io import atomic_write
+
+    cfg = configmod.load(args.config, partial=True)
+    given = ", ".join(args.source) or "none (config.yaml)"
+    with atomic_write(args.out, suffix=".yaml") as tmp:
+        tmp.write_text(f"# The configuration this run used: the config file(s) given ({given}) with the schema's "
+                       "defaults filled in.\n" + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False))
+    log(f"config -> {args.out}")
+
+
 # --- parser -------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse with the one-line error of every other failure (its default prints the usage first)."""
@@ -229,6 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help='JSON object naming the run for the title, e.g. {"model":"lenet","dataset":"mnist",'
                     '"experiment":"tiny"}')
     sp.add_argument("--out-prefix", required=True, help="writes PREFIX.png, PREFIX.pdf, PREFIX.csv")
+
+    sp = add("provenance", cmd_provenance,
+             "Tabulate the provenance records (lotto version, git commit, package versions) of checkpoints, "
+             "masks and metrics files: one CSV row per distinct record, with how many files carry it.")
+    sp.add_argument("--out", required=True, help="CSV table to write")
+    sp.add_argument("--under", nargs="*", default=[],
+                    help="folders whose every .safetensors, .mask and metrics.json file is read (a run's results "
+                    "folder: thousands of paths do not fit on one command line)")
+    sp.add_argument("files", nargs="*", help=".safetensors, .mask and metrics .json files")
+
+    sp = add("report-config", cmd_report_config,
+             "Write a config with the schema's defaults filled in as YAML (the report's copy of the run's config).")
+    common(sp, threads=False)
+    sp.add_argument("--source", nargs="*", default=[], help="the config file(s) it came from, named in the header")
+    sp.add_argument("--out", required=True, help="YAML file to write")
 
     # every family registers its own subcommands; imported here (not lazily) so `lotto --help` lists them all
     for family in FAMILIES.values():

@@ -121,12 +121,16 @@ def read_json(path: str | Path) -> Any:
 
 
 def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
-    """Save a model state dict as safetensors with ``meta`` (step, seeds, config...) in its header.
+    """Save a model state dict as safetensors with ``meta`` (step, seeds, config...) and the writer's
+    ``provenance`` (lotto.provenance) in its header.
 
     Refuses non-finite tensors (FloatingPointError naming the tensor): a diverged network is never an artifact.
     """
     from safetensors.torch import save_file
 
+    from lotto.provenance import provenance
+
+    meta = {**meta, "provenance": provenance()}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     bad = first_non_finite(tensors)
     if bad:

@@ -140,8 +140,12 @@ class Mask:
 
     # --- disk ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        """Write the mask; its header meta also records the writer's ``provenance`` (lotto.provenance)."""
+        from lotto.provenance import provenance
+
+        meta = {**self.meta, "provenance": provenance()}
         header = json.dumps(
-            {"version": VERSION, "layout": [[n, list(s)] for n, s in self.layout], "meta": self.meta,
+            {"version": VERSION, "layout": [[n, list(s)] for n, s in self.layout], "meta": meta,
              "kept": self.kept(), "sha256": self.checksum()},
             sort_keys=True,
         ).encode()

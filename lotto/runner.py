@@ -146,6 +146,7 @@ def run_training(
     from lotto import curves, io, train
     from lotto.data import DeviceData
     from lotto.masks import Mask, check_fits
+    from lotto.provenance import provenance
 
     tcfg = cfg["training"]
     labels = dict(labels or {})
@@ -218,6 +219,7 @@ def run_training(
             "total": mask.total if mask else None,
             **stats,
             "device": str(device),
+            "provenance": provenance(),
         }
         io.write_json(metrics_path, record)
         log(f"test accuracy {result['accuracy']:.4f} loss {result['loss']:.4f} -> {metrics_path}")
