@@ -22,6 +22,10 @@ config.clear()
 config.update(_validated)
 
 
+# the report's landing page (`snakemake --report report.html`): claims first, then figures, tables, config
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/composability.smk"

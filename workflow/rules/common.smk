@@ -633,3 +633,54 @@ def claims_part(family):
 
 def claims_parts():
     return [claims_part(name) for name in _FAMILIES if config.get(name)]
+
+
+# === the report (snakemake --report report.html): rules in report.smk, layout in lotto/report.py ===========
+import lotto.report as lotto_report  # noqa: E402
+
+PROVENANCE_TABLE = f"{ROOT}/tables/provenance.csv"
+RUN_CONFIG = f"{ROOT}/config.yaml"
+_REPORT_DIR = os.path.join(workflow.basedir, "workflow", "report")
+lotto_report.register_rst_directives()  # the landing page's inline figures
+
+
+def config_sources():
+    """The config files of this run, relative to the working directory when they are inside it."""
+    rel = [os.path.relpath(f) for f in workflow.configfiles]
+    return [r if not r.startswith("..") else str(f) for r, f in zip(rel, workflow.configfiles)]
+
+
+def report_caption(stem):
+    # a missing caption must not break the workflow (tests/test_report.py requires every one)
+    return lotto_report.caption(stem) if os.path.exists(os.path.join(_REPORT_DIR, f"{stem}.rst")) else None
+
+
+def report_figure(family, name, files):
+    """A figure rule's outputs, its .png marked for the report under the family's category."""
+    sub, mirrors = lotto_report.FIGURES.get(family, {}).get(name, ("8 Other figures", ""))
+    png = dict(caption=report_caption(name), category=lotto_report.category(family, config), subcategory=sub,
+               labels={"figure": name, "mirrors": mirrors})
+    return [report(f, **png) if f.endswith(".png") else f for f in files]
+
+
+def report_tables(family, paths):
+    """A family's summary tables (results/<experiment>/tables/<name>.csv), marked for the report."""
+    stems = dict(lotto_report.TABLES.get(family, []))
+    return [report(p, caption=report_caption(stems.get(os.path.basename(p)[: -len(".csv")], "")),
+                   category=lotto_report.category(family, config), subcategory=lotto_report.TABLES_SUBCATEGORY,
+                   labels={"file": os.path.basename(p)}) for p in paths]
+
+
+def report_run(path, stem):
+    """A file of the report's first (claims) or last (config, provenance) section."""
+    section = lotto_report.CLAIMS if stem == "claims" else lotto_report.RUN
+    return report(path, caption=report_caption(stem), category=lotto_report.category(section, config),
+                  labels={"file": os.path.basename(path)})
+
+
+def provenance_sources():
+    """Every checkpoint and mask among the run's targets, and the metrics file beside each trained checkpoint
+    (training writes both into one folder). Call it after every family's rule file has added its TARGETS."""
+    artifacts = [f for f in TARGETS if f.endswith((".safetensors", ".mask"))]
+    trained = [f for f in artifacts if os.path.basename(f) in ("trained.safetensors", "retrained.safetensors")]
+    return artifacts + [os.path.join(os.path.dirname(f), "metrics.json") for f in trained]

@@ -159,7 +159,7 @@ for _fig in FIGURES if COMP else []:
         input:
             figure_inputs(_fig),
         output:
-            figure_files(_fig),
+            report_figure("composability", _fig, figure_files(_fig)),
         log:
             f"{ROOT}/logs/{_fig}.log",
         params:
@@ -186,7 +186,7 @@ if COMP:
         input:
             all_records(),
         output:
-            summary_tables(),
+            report_tables("composability", summary_tables()),
         log:
             f"{ROOT}/logs/tables.log",
         params:

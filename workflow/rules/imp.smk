@@ -162,7 +162,7 @@ if IMP:
             input:
                 _inputs,
             output:
-                [f"{ROOT}/figures/{_fig}{ext}" for ext in (".png", ".pdf", ".csv")],
+                report_figure("imp", _fig, [f"{ROOT}/figures/{_fig}{ext}" for ext in (".png", ".pdf", ".csv")]),
             log:
                 f"{ROOT}/logs/{_fig}.log",
             params:
@@ -184,7 +184,7 @@ if IMP:
             input:
                 IMP_FIGURES["imp_adaptive"],
             output:
-                IMP_TABLE,
+                report_tables("imp", [IMP_TABLE]),
             log:
                 f"{ROOT}/logs/imp_table.log",
             params:

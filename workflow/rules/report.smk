@@ -1,12 +1,20 @@
-# The claims table: every family's papers' claims, checked on its own records by claims_<family> (in the
-# family's rule file), merged into results/<experiment>/tables/claims.csv and printed on the terminal.
+# The claims table and the report.
+#
+# claims: every family's papers' claims, checked on its own records by claims_<family> (in the family's rule
+# file), merged into results/<experiment>/tables/claims.csv and printed on the terminal.
+#
+# The report: `snakemake --report report.html --configfile X` after a run (or add `--report report.html
+# --report-after-run` to the run). Its landing page (workflow/report/workflow.rst) shows the claims table first,
+# then every figure and table marked with report() in the family rule files, then the run's config and provenance
+# made here. Layout: lotto/report.py. Included last: provenance_sources() reads the TARGETS every family's rule
+# file has added.
 
 
 rule claims:
     input:
         claims_parts(),
     output:
-        CLAIMS_TABLE,
+        report_run(CLAIMS_TABLE, "claims"),
     log:
         f"{ROOT}/logs/claims.log",
     localrule: True
@@ -17,4 +25,37 @@ rule claims:
         "lotto claims-table --out {output} {input} 2> {log}"
 
 
-TARGETS += [CLAIMS_TABLE]
+rule report_config:
+    output:
+        report_run(RUN_CONFIG, "config"),
+    log:
+        f"{ROOT}/logs/report_config.log",
+    params:
+        cfg=cfg_arg(*config),
+        sources=" ".join(shlex.quote(f) for f in config_sources()),
+    localrule: True
+    conda:
+        LOTTO_ENV
+    shell:
+        "lotto report-config --config {params.cfg} --source {params.sources} --out {output} > {log} 2>&1"
+
+
+# reads the experiment's folder rather than {input}: at paper scale the paths overflow one shell command (128 KiB);
+# the inputs make it run after, and again after, every artifact
+rule provenance:
+    input:
+        provenance_sources(),
+    output:
+        report_run(PROVENANCE_TABLE, "provenance"),
+    log:
+        f"{ROOT}/logs/provenance.log",
+    params:
+        root=lambda w, output: os.path.dirname(os.path.dirname(output[0])),  # results/<experiment>
+    localrule: True
+    conda:
+        LOTTO_ENV
+    shell:
+        "lotto provenance --under {params.root} --out {output} > {log} 2>&1"
+
+
+TARGETS += [CLAIMS_TABLE, RUN_CONFIG, PROVENANCE_TABLE]

@@ -161,7 +161,7 @@ if ZOO:
             input:
                 zoo_figure_inputs(_zfig),
             output:
-                zoo_figure_files(_zfig),
+                report_figure("zoo", _zfig, zoo_figure_files(_zfig)),
             log:
                 f"{ROOT}/logs/{_zfig}.log",
             params:
@@ -182,7 +182,7 @@ if ZOO:
             data=DATA,
             ckpts=zoo_figure_inputs("zoo_ensemble"),
         output:
-            zoo_figure_files("zoo_ensemble"),
+            report_figure("zoo", "zoo_ensemble", zoo_figure_files("zoo_ensemble")),
         log:
             f"{ROOT}/logs/zoo_ensemble.log",
         params:
