@@ -151,7 +151,9 @@ rule random_ticket:
 # They run on the submitting host: light, and the only steps that import seaborn. Every title names the model,
 # dataset and experiment (FIG_CONTEXT); every sparsity axis has the one scale of the config's grid (COMP_XSCALE).
 
-for _fig in FIGURES if COMP else []:
+# (A shell: expression is evaluated again when the job runs, with the loop variable at its last value: so no
+# expression of _fig there, and training_curves, whose command differs, is a rule of its own.)
+for _fig in [f for f in FIGURES if f != "training_curves"] if COMP else []:
 
     rule:
         name:
@@ -170,10 +172,28 @@ for _fig in FIGURES if COMP else []:
         conda:
             LOTTO_ENV
         shell:
-            TRAINING_CURVES_SHELL if _fig == "training_curves" else (
-                "lotto figure {params.name} --xscale {params.xscale} --context {params.context} "
-                "--out-prefix {params.prefix} {input} > {log} 2>&1"
-            )
+            "lotto figure {params.name} --xscale {params.xscale} --context {params.context} "
+            "--out-prefix {params.prefix} {input} > {log} 2>&1"
+
+
+if "training_curves" in FIGURES and COMP:
+
+    rule training_curves:
+        input:
+            figure_inputs("training_curves"),
+        output:
+            report_figure("composability", "training_curves", figure_files("training_curves")),
+        log:
+            f"{ROOT}/logs/training_curves.log",
+        params:
+            prefix=lambda w, output: output[0][: -len(".png")],
+            context=FIG_CONTEXT,
+            **comp_figure_params("training_curves"),
+        localrule: True
+        conda:
+            LOTTO_ENV
+        shell:
+            TRAINING_CURVES_SHELL
 
 
 if COMP:

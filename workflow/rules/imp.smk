@@ -154,7 +154,11 @@ if IMP:
             "{params.opts} --labels {params.labels} --out {output} > {log} 2>&1"
 
     # --- figures: each a target by rule name (`snakemake imp_paths`) and by file -------------------
+    # (a shell: expression is evaluated again when the job runs, with the loop variable at its last value: the
+    # training curves, whose command differs, are a rule of their own)
     for _fig, _inputs in IMP_FIGURES.items():
+        if _fig == "imp_training_curves":
+            continue
 
         rule:
             name:
@@ -173,10 +177,26 @@ if IMP:
             conda:
                 LOTTO_ENV
             shell:
-                TRAINING_CURVES_SHELL if _fig == "imp_training_curves" else (
-                    "lotto imp-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
-                    "{input} > {log} 2>&1"
-                )
+                "lotto imp-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
+                "{input} > {log} 2>&1"
+
+    rule imp_training_curves:
+        input:
+            IMP_FIGURES["imp_training_curves"],
+        output:
+            report_figure("imp", "imp_training_curves",
+                          [f"{ROOT}/figures/imp_training_curves{ext}" for ext in (".png", ".pdf", ".csv")]),
+        log:
+            f"{ROOT}/logs/imp_training_curves.log",
+        params:
+            prefix=lambda w, output: output[0][: -len(".png")],
+            context=FIG_CONTEXT,
+            **imp_figure_params("imp_training_curves"),
+        localrule: True
+        conda:
+            LOTTO_ENV
+        shell:
+            TRAINING_CURVES_SHELL
 
     if IMP_AD_PRES:
 

@@ -153,7 +153,9 @@ if ZOO:
         shell:
             train_shell("{input.init}", "custom:zoo-{wildcards.ztarget}", kind="retrained", mask="--mask {input.mask}")
 
-    for _zfig in [f for f in ZOO_FIGURES if f != "zoo_ensemble"]:
+    # (a shell: expression is evaluated again when the job runs, with the loop variable at its last value: the
+    # figures whose command differs are rules of their own)
+    for _zfig in [f for f in ZOO_FIGURES if f not in ("zoo_ensemble", "zoo_training_curves")]:
 
         rule:
             name:
@@ -172,10 +174,27 @@ if ZOO:
             conda:
                 LOTTO_ENV
             shell:
-                TRAINING_CURVES_SHELL if _zfig == "zoo_training_curves" else (
-                    "lotto zoo-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
-                    "{input} > {log} 2>&1"
-                )
+                "lotto zoo-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
+                "{input} > {log} 2>&1"
+
+    if "zoo_training_curves" in ZOO_FIGURES:
+
+        rule zoo_training_curves:
+            input:
+                zoo_figure_inputs("zoo_training_curves"),
+            output:
+                report_figure("zoo", "zoo_training_curves", zoo_figure_files("zoo_training_curves")),
+            log:
+                f"{ROOT}/logs/zoo_training_curves.log",
+            params:
+                prefix=lambda w, output: output[0][: -len(".png")],
+                context=FIG_CONTEXT,
+                **zoo_figure_params("zoo_training_curves"),
+            localrule: True
+            conda:
+                LOTTO_ENV
+            shell:
+                TRAINING_CURVES_SHELL
 
     rule zoo_ensemble:
         input:
