@@ -1,6 +1,6 @@
 """The HTML report of a real tiny run, opened in a real headless browser (Debian's chromium): the page the browser
-renders holds the claims table (when the run has one), every figure of the config with its caption, the summary
-tables, the config and the provenance. The screenshot is kept in tests/artifacts/ (git-ignored)."""
+renders holds the claims table first, then every figure of the config with its caption, the summary tables, the
+config and the provenance. The screenshot is kept in tests/artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
@@ -303,11 +303,10 @@ def test_the_rendered_report_shows_every_figure_with_its_caption(run, rendered):
 def test_the_rendered_report_shows_the_claims_tables_config_and_provenance(run, rendered):
     page, shot = rendered
     tables = run / EXP / "tables"
-    claims = tables / "claims.csv"
-    if claims.exists():
-        assert page.tables.get("lotto-claims") == _csv(claims)
-    else:  # the claims rule lands separately (issue 9 item 1); until then the page says how to get it
-        assert "This run has no claims table yet" in " ".join("".join(page.all_text).split())
+    claims = _csv(tables / "claims.csv")
+    assert page.tables.get("lotto-claims") == claims and len(claims) > 5  # header and a row per claim
+    landing = " ".join(page.text.get("lotto-experiment-tiny", "").split())  # the report's first page
+    assert 0 <= landing.index(claims[1][1]) < landing.index("1 Overlap of pruned weights")  # verdicts first
     for name in ("overlap", "accuracy", "provenance"):
         assert page.tables.get(_container_id(f"{name}.csv")) == _csv(tables / f"{name}.csv"), name
     rows = _csv(tables / "provenance.csv")
