@@ -135,8 +135,9 @@ def test_sgd_is_torch_optim_sgd_bit_for_bit_and_shares_its_resume_state(data, ne
 
 
 def test_training_imports_neither_dynamo_nor_torchvision(tmp_path):
-    """What a training job's start-up costs: torch, not torch._dynamo (torch.optim's step imports it, ~2 s) and
-    not torchvision (only its own architectures need it)."""
+    """What a training job's start-up costs: torch, not torch._dynamo (torch.optim's step imports it, ~2 s),
+    not sympy (Module.to_empty from the meta device imports it, ~0.4 s) and not torchvision (only its own
+    architectures need it)."""
     import subprocess
     import sys
     import textwrap
@@ -153,7 +154,7 @@ def test_training_imports_neither_dynamo_nor_torchvision(tmp_path):
         train.train(m, d, s, 0, 3, 1, 2, log=lambda m: None, resume_path={str(tmp_path / "r.pt")!r},
                     checkpoint_every=2)
         train.evaluate(m, d.test_batches(64), "cpu")
-        print(sorted(k for k in ("torch._dynamo", "torchvision") if k in sys.modules))
+        print(sorted(k for k in ("torch._dynamo", "torchvision", "sympy") if k in sys.modules))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
