@@ -13,6 +13,9 @@
 if IMP:
 
     # --- rules ------------------------------------------------------------------------------------
+    # On a cluster, each pruning step of the fixed chain runs in the job that trained the level it prunes (a
+    # job group of the two): the chain alternates training and pruning, so its light steps cannot be bundled
+    # with each other, and this way they cost no submission and no queue wait of their own.
     rule imp_train:
         input:
             data=DATA,
@@ -26,6 +29,9 @@ if IMP:
         wildcard_constraints:
             chain="fixed|adaptive",
             level=r"\d+",
+        group:
+            lambda w: (f"imp_rep{w.rep}_pre{w.pre}_level{w.level}"
+                       if w.chain == "fixed" and int(w.level) < IMP_LEVELS - 1 else None)
         params:
             cfg=cfg_arg("model", "training"),
             mask=lambda w: imp_mask_opt(w.rep, w.pre, w.chain, w.level),
@@ -51,6 +57,8 @@ if IMP:
             f"{IMP_DIR}/fixed/level{{level}}/prune.log",
         wildcard_constraints:
             level=r"[1-9]\d*",
+        group:
+            lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{int(w.level) - 1}"
         params:
             mask=lambda w: imp_mask_opt(w.rep, w.pre, "fixed", int(w.level) - 1),
             fraction=IMP["prune_fraction"],
