@@ -60,7 +60,7 @@ def work(tmp_path_factory):
     # 2 pretrain + 6 sibling + 24 retrain; one bundle per (replicate, rewind point): 6 masks, 8 compositions,
     # 2 random tickets
     ("workflow/configs/tiny.yaml", 32, {"masks_rep0_pre0": 16, "masks_rep0_pre4": 16}),
-    # every pruning step rides in the job that trained the level it prunes: no bundle
+    # every pruning step rides in the job that trains the level under its mask: no bundle
     ("workflow/configs/imp-tiny.yaml", 18, {}),
     # consensus + random transfer ticket of the replicate (not connected: joined by group-components)
     ("workflow/configs/zoo-tiny.yaml", 22, {"zoo_masks_rep0": 2}),
@@ -72,7 +72,7 @@ def test_light_jobs_go_out_in_bundles(work, config, trainings, bundles):
     assert not LIGHT_RULES & set(sub["jobs"]), sub["jobs"]
     light = {g: sum(rules.values()) for g, rules in sub["groups"].items() if set(rules) <= LIGHT_RULES}
     assert light == bundles
-    # a group that is not a bundle is one training plus the pruning step it feeds (imp)
+    # a group that is not a bundle is one pruning step plus the training under its mask (imp)
     for g, rules in sub["groups"].items():
         if g not in light:
             assert rules == {"imp_train": 1, "imp_prune": 1}, (g, rules)

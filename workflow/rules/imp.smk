@@ -13,9 +13,12 @@
 if IMP:
 
     # --- rules ------------------------------------------------------------------------------------
-    # On a cluster, each pruning step of the fixed chain runs in the job that trained the level it prunes (a
-    # job group of the two): the chain alternates training and pruning, so its light steps cannot be bundled
-    # with each other, and this way they cost no submission and no queue wait of their own.
+    # On a cluster, each pruning step of the fixed chain runs in the job that trains the level under the
+    # new mask (a job group of the two): the chain alternates training and pruning, so its light steps cannot
+    # be bundled with each other, and this way they cost no submission and no queue wait of their own. The
+    # mask goes first, not after the level it prunes: Snakemake deletes the outputs of every job of a failed
+    # group, and redoing a mask costs seconds, where a finished training would have to start over (a stopped
+    # one resumes from its state).
     rule imp_train:
         input:
             data=DATA,
@@ -30,8 +33,7 @@ if IMP:
             chain="fixed|adaptive",
             level=r"\d+",
         group:
-            lambda w: (f"imp_rep{w.rep}_pre{w.pre}_level{w.level}"
-                       if w.chain == "fixed" and int(w.level) < IMP_LEVELS - 1 else None)
+            lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{w.level}" if w.chain == "fixed" and int(w.level) else None
         params:
             cfg=cfg_arg("model", "training"),
             mask=lambda w: imp_mask_opt(w.rep, w.pre, w.chain, w.level),
@@ -58,7 +60,7 @@ if IMP:
         wildcard_constraints:
             level=r"[1-9]\d*",
         group:
-            lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{int(w.level) - 1}"
+            "imp_rep{rep}_pre{pre}_level{level}"
         params:
             mask=lambda w: imp_mask_opt(w.rep, w.pre, "fixed", int(w.level) - 1),
             fraction=IMP["prune_fraction"],
