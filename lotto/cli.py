@@ -56,13 +56,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_prune(args) -> None:
-    from lotto import io, pruning, runner
+    from lotto import io, pruning
 
-    runner.setup_torch(args.threads)
-    state, meta = io.load_checkpoint(args.checkpoint)
     s = float(args.sparsity)
     if not 0.0 < s < 1.0:
         raise ValueError(f"--sparsity must be in (0, 1), got {args.sparsity}")
+    # numpy, not torch: ranking weights needs no autograd, and a mask job then starts in ~0.3 s instead of ~3
+    state, meta = io.load_arrays(args.checkpoint)
     weights = pruning.prunable_weights(state, meta["prunable"])
     mask = pruning.global_magnitude(weights, s).with_meta(
         checkpoint=str(args.checkpoint), step=meta.get("step"), seeds=meta.get("seeds"), **parse_labels(args.labels)
@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("prune", cmd_prune,
              "One-shot global magnitude pruning of a checkpoint: remove exactly round(s*d) of its d prunable "
              "weights (all conv and linear weights).")
-    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    sp.add_argument("--threads", type=int, default=None,
+                    help="accepted for older command lines and ignored: pruning runs on numpy, one thread")
     sp.add_argument("--checkpoint", required=True, help="trained checkpoint whose weights are ranked")
     sp.add_argument("--sparsity", required=True, help="fraction of prunable weights to remove, in (0, 1)")
     sp.add_argument("--labels", default=None, help="JSON object stored in the mask's metadata")

@@ -130,8 +130,9 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
 
     from lotto.provenance import provenance
 
-    meta = {**meta, "provenance": provenance()}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    # the shape of every tensor, so that readers without torch (the light mask jobs) can check a checkpoint
+    meta = {**meta, "provenance": provenance(), "shapes": {k: list(v.shape) for k, v in tensors.items()}}
     bad = first_non_finite(tensors)
     if bad:
         name, count = bad
@@ -184,10 +185,24 @@ def load_arrays(path: str | Path, names: list[str] | None = None) -> tuple[dict,
     """(numpy arrays by name, meta) of a checkpoint, without torch: light jobs (masks from weights) stay light.
 
     ``names``: the tensors to read (default: all), in that order; a missing one is an error naming the file.
-    Checked like :func:`load_checkpoint` except for the shapes of the network (that needs torch): callers
-    check the arrays against the mask they go with (``lotto.masks.check_fits``).
+    Checked like :func:`load_checkpoint`: shapes against the manifest the writer stored (``meta["shapes"]``),
+    or, for checkpoints written before lotto stored one, against the network the metadata describes (that
+    imports torch).
     """
-    return _read_safetensors(path, "np", names=names)
+    state, meta = _read_safetensors(path, "np", names=names)
+    shapes = meta.get("shapes")
+    if isinstance(shapes, dict):
+        what = f"the {meta.get('model', {}).get('name', 'network')} this checkpoint was written for"
+        _check_state(path, state, {n: tuple(shapes[n]) for n in state if n in shapes}, what)
+        unknown = [n for n in state if n not in shapes]
+        if unknown:
+            raise ArtifactError(f"{path}: tensor '{unknown[0]}' is not part of {what}; {_REDO}")
+    elif meta.get("model") is not None and names is None:
+        m = meta["model"]
+        network = (f"a {m['name']} for {m['in_channels']}x{m['image_size']}x{m['image_size']} inputs and "
+                   f"{m['num_classes']} classes")
+        _check_state(path, state, _expected_shapes(path, meta), network)
+    return state, meta
 
 
 def _read_safetensors(path, framework: str, names=None, **open_kw) -> tuple[dict, dict]:

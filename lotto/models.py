@@ -318,9 +318,11 @@ def build_model(
 
     # Build the structure on the meta device (skips the constructors' own, discarded,
     # initialisation), then materialise and initialise on the CPU, then check shapes.
+    # Materialised with torch.empty, not Module.to_empty: its empty_like on meta tensors imports
+    # sympy (~0.4 s of CPU in every training job, which rebuilds its model from a checkpoint).
     with torch.device("meta"):
         model = MODELS[name](in_channels, num_classes, image_size)
-    model = model.to_empty(device="cpu")
+    model = model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cpu"))
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)

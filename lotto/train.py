@@ -136,6 +136,72 @@ def max_abs_weight(model: torch.nn.Module) -> float:
     return float(torch.stack(peaks).max()) if peaks else 0.0
 
 
+class SGD:
+    """``torch.optim.SGD`` (dampening 0, no maximize) as a thin loop around its own functional update,
+    ``torch.optim.sgd.sgd``: the same arithmetic on every device (foreach kernels where torch would pick them),
+    so the weights are bit-identical to the optimizer's.
+
+    Why not the optimizer itself: its ``step()`` and ``zero_grad()`` import ``torch._dynamo`` on first use,
+    ~2 s of CPU in every training process (as much as importing torch; more than a short retraining on a
+    GPU), although nothing here is compiled. ``state_dict()`` has ``torch.optim.SGD``'s layout, so resume
+    states written by either load into the other. ``torch.amp.GradScaler.step`` accepts it (it needs
+    ``param_groups`` and ``step``).
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+        params = list(params)
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum requires a momentum > 0")
+        self.param_groups = [{
+            "params": params, "lr": lr, "momentum": momentum, "dampening": 0, "weight_decay": weight_decay,
+            "nesterov": nesterov, "maximize": False, "foreach": None, "differentiable": False, "fused": None,
+        }]
+        self._momentum: list[torch.Tensor | None] = [None] * len(params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            raise ValueError("only zero_grad(set_to_none=True) is supported")
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    def step(self) -> None:
+        from torch.optim.sgd import sgd
+
+        group = self.param_groups[0]
+        live = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+        params = [group["params"][i] for i in live]
+        buffers = [self._momentum[i] for i in live]
+        with torch.no_grad():
+            sgd(params, [p.grad for p in params], buffers, has_sparse_grad=False, foreach=None, fused=None,
+                weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                dampening=group["dampening"], nesterov=group["nesterov"], maximize=False)
+        if group["momentum"] != 0:
+            for i, buf in zip(live, buffers):  # sgd() fills in the buffers of a first step
+                self._momentum[i] = buf
+
+    def state_dict(self) -> dict:
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        group["params"] = list(range(len(self._momentum)))
+        state = {i: {"momentum_buffer": b} for i, b in enumerate(self._momentum) if b is not None}
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        params = self.param_groups[0]["params"]
+        groups = state_dict["param_groups"]
+        if len(groups) != 1 or len(groups[0]["params"]) != len(params):
+            raise ValueError(f"optimizer state for {[len(g['params']) for g in groups]} parameters, "
+                             f"this model has {len(params)}")
+        for key in ("lr", "momentum", "dampening", "weight_decay", "nesterov"):
+            self.param_groups[0][key] = groups[0][key]
+        self._momentum = [None] * len(params)
+        for index, entry in state_dict["state"].items():
+            i = groups[0]["params"].index(index)
+            buf = entry.get("momentum_buffer")
+            if buf is not None:
+                # a copy, as torch.optim's: the buffers are updated in place
+                self._momentum[i] = buf.detach().to(device=params[i].device, dtype=params[i].dtype, copy=True)
+
+
 @torch.no_grad()
 def evaluate(model, batches, device) -> dict:
     """Mean loss and accuracy over (x, y) batches, in eval mode."""
@@ -320,7 +386,7 @@ def train(
     masks = _mask_tensors(mask, device)
     apply_mask(model, masks)
     params = dict(model.named_parameters())
-    optimizer = torch.optim.SGD(
+    optimizer = SGD(
         model.parameters(),
         lr=schedule.lr_at(start),
         momentum=schedule.momentum,

@@ -158,3 +158,78 @@ def test_lotto_train_writes_the_curve_beside_the_checkpoint(tmp_path):
     assert list(curve.columns) == list(curves.COLUMNS) and list(curve["step"]) == [2, 4, 5]
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.json", "trained.curve.csv", "trained.safetensors"]
     assert "curve" not in json.loads((tmp_path / "run" / "m.json").read_text())  # the rows stay out of the metrics
+
+
+# --------------------------------------------------------------------------- the optimizer
+def _sgd_steps(opt, model, data, masks, steps, first=0):
+    import torch.nn.functional as F
+
+    params = dict(model.named_parameters())
+    for step in range(first, first + steps):
+        for g in opt.param_groups:
+            g["lr"] = 0.05 * (0.5 if step >= 3 else 1.0)
+        x, y = data.train_batch(step, 64, 11, 12)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        for name, m in masks.items():
+            params[name].grad.mul_(m)
+        params["fc3.bias"].grad = None  # a parameter without a gradient is skipped, momentum and all
+        opt.step()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_is_torch_optim_sgd_bit_for_bit_and_shares_its_resume_state(data, nesterov):
+    """lotto.train.SGD (torch's functional update without the optimizer class, which imports torch._dynamo)
+    gives the very weights of torch.optim.SGD, and either's state_dict resumes the other."""
+    torch.set_num_threads(1)
+    a, b, c = fresh(data), fresh(data), fresh(data)
+    mask = pruning.global_magnitude(weights(a), 0.5)
+    masks = mask.to_torch("cpu")
+    masks = {n: m.float() for n, m in masks.items()}
+    hp = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov)
+    ref = torch.optim.SGD(a.parameters(), **hp)
+    ours = train.SGD(b.parameters(), **hp)
+    _sgd_steps(ref, a, data, masks, 4)
+    _sgd_steps(ours, b, data, masks, 4)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    saved = ref.state_dict()
+    assert ours.state_dict().keys() == saved.keys()
+    assert sorted(ours.state_dict()["state"]) == sorted(saved["state"])  # the same parameters have momentum
+    # torch's state into ours (and back) on a third copy: the continuation is the uninterrupted run's
+    c.load_state_dict(a.state_dict())
+    resumed = train.SGD(c.parameters(), **hp)
+    resumed.load_state_dict(saved)
+    back = torch.optim.SGD(fresh(data).parameters(), **hp)
+    back.load_state_dict(ours.state_dict())
+    _sgd_steps(ref, a, data, masks, 2, first=4)
+    _sgd_steps(resumed, c, data, masks, 2, first=4)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    with pytest.raises(ValueError, match="parameters"):
+        train.SGD(list(a.parameters())[:2], **hp).load_state_dict(saved)
+
+
+def test_training_imports_neither_dynamo_nor_torchvision(tmp_path):
+    """What a training job's start-up costs: torch, not torch._dynamo (torch.optim's step imports it, ~2 s),
+    not sympy (Module.to_empty from the meta device imports it, ~0.4 s) and not torchvision (only its own
+    architectures need it)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import sys
+        from lotto import models, train
+        from lotto.data import DeviceData, stage
+        stage({{"dataset": "mnist_embedded", "source": "embedded", "train_size": 128, "test_size": 64}},
+              {str(tmp_path / "d.npz")!r})
+        d = DeviceData.load({str(tmp_path / "d.npz")!r}, "cpu", augment=True)
+        m = models.build_model({{"name": "lenet"}}, d.in_channels, d.num_classes, d.image_size, init_seed=1)
+        s = train.Schedule.from_config({TRAIN_CFG!r}, d.num_train)
+        train.train(m, d, s, 0, 3, 1, 2, log=lambda m: None, resume_path={str(tmp_path / "r.pt")!r},
+                    checkpoint_every=2)
+        train.evaluate(m, d.test_batches(64), "cpu")
+        print(sorted(k for k in ("torch._dynamo", "torchvision", "sympy") if k in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -63,3 +64,51 @@ def cifar10_dir() -> Path:
     shared/data/cifar10 folder beside the checkout (development machines); tests skip when it is absent."""
     where = os.environ.get("LOTTO_CIFAR10")
     return Path(where).resolve() if where else (ROOT / ".." / "shared" / "data" / "cifar10").resolve()
+
+
+_LOCAL_RULES = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+with SnakemakeApi(OutputSettings(quiet=None)) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+                      snakefile=Path("Snakefile"), workdir=Path("."))
+    w = wf._workflow
+    print(json.dumps(sorted(r.name for r in w.rules if r.name in w._localrules or r.norun)))
+"""
+_GROUP_RE = re.compile(r"Group job (\S+) \(jobs in lexicogr\. order\):")
+_RULE_RE = re.compile(r"^( *)rule (\w+):$")
+
+
+def cluster_submissions(work: Path, configfile: str, profile: str = "slurm") -> dict:
+    """What ``snakemake --profile <profile>`` would submit to the cluster for a config, from its dry run:
+    {"groups": {group id: {rule: jobs of it in the group}}, "jobs": {rule: ungrouped jobs of it}, "local":
+    {rule: jobs run on the submitting host}, "total": submissions}. A group job is one submission, whatever it
+    holds."""
+    local = set(json.loads(subprocess.run(
+        [sys.executable, "-c", _LOCAL_RULES, configfile], cwd=work, env=env(), capture_output=True, text=True,
+        check=True).stdout.strip().splitlines()[-1]))
+    out = snakemake(["-n", "--profile", profile, "--configfile", configfile], cwd=work).stdout
+    groups: dict[str, dict[str, int]] = {}
+    jobs: dict[str, int] = {}
+    on_host: dict[str, int] = {}
+    group = None
+    for line in out.splitlines():
+        m = _GROUP_RE.search(line)
+        if m:
+            group = m.group(1)
+            groups[group] = {}
+            continue
+        m = _RULE_RE.match(line)
+        if not m:
+            continue
+        indent, rule = m.groups()
+        if indent:  # a member of the group job above
+            groups[group][rule] = groups[group].get(rule, 0) + 1
+        else:
+            group = None
+            target = on_host if rule in local else jobs
+            target[rule] = target.get(rule, 0) + 1
+    return {"groups": groups, "jobs": jobs, "local": on_host, "total": len(groups) + sum(jobs.values())}

@@ -74,12 +74,12 @@ class _Setup:
 
 # --- subcommands --------------------------------------------------------------------------------
 def cmd_imp_prune(args) -> None:
-    _setup_torch(args.threads)
     from lotto import io, pruning
     from lotto.imp import pruning as imp
     from lotto.masks import Mask, check_fits
 
-    state, meta = io.load_checkpoint(args.checkpoint)
+    # numpy, not torch: a light job (see lotto prune)
+    state, meta = io.load_arrays(args.checkpoint)
     current = Mask.load(args.mask) if args.mask else None
     weights = pruning.prunable_weights(state, meta["prunable"])
     if current is not None:
@@ -259,7 +259,8 @@ def register(add, common) -> None:
     sp = add("imp-prune", cmd_imp_prune,
              "IMP pruning step: remove a fraction of the weights a mask still keeps (all weights without "
              "--mask), smallest magnitude of the checkpoint first, globally across layers.")
-    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    sp.add_argument("--threads", type=int, default=None,
+                    help="accepted for older command lines and ignored: pruning runs on numpy, one thread")
     sp.add_argument("--checkpoint", required=True, help="the level's trained network w_L")
     sp.add_argument("--mask", default=None, help="the level's mask m_L (omit for the dense level 0)")
     sp.add_argument("--fraction", type=float, required=True, help="fraction of the remaining weights to prune")

@@ -2,27 +2,33 @@
 
 Level L of IMP trains the network masked by m_L from the rewind point to the end (w_L), then prunes a
 fraction of the weights m_L still keeps, by global magnitude of w_L, giving m_{L+1}. Level 0 is dense.
-Everything here is a pure function of tensors and masks; training and evaluation live elsewhere.
+Everything here is a pure function of tensors and masks; training and evaluation live elsewhere. The pruning
+step takes numpy arrays or torch tensors and imports no torch (``lotto imp-prune`` is a light job).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from lotto.masks import Mask
 from lotto.pruning import prune_count
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-def prune_remaining(weights: dict[str, torch.Tensor], fraction: float, current: Mask | None = None) -> Mask:
+
+def prune_remaining(weights: dict[str, torch.Tensor | np.ndarray], fraction: float,
+                    current: Mask | None = None) -> Mask:
     """Prune ``fraction`` of the weights ``current`` keeps (all weights when None), smallest |w| first, globally.
 
     Exactly round(fraction * kept) more weights are removed; those ``current`` prunes stay pruned.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"pruning fraction must be in (0, 1), got {fraction}")
-    d = sum(w.numel() for w in weights.values())
+    d = sum(math.prod(w.shape) for w in weights.values())
     kept = current.kept() if current is not None else d
     n_prune = (d - kept) + int(round(fraction * kept))
     mask = prune_count(weights, n_prune, current=current)

@@ -6,10 +6,15 @@ so a setting added to one and forgotten in the other fails here, not on a user's
 from __future__ import annotations
 
 import os
+import sys
 
+import pytest
 import yaml
 
-from harness import PROFILE_DIR, REPO_PROFILE_DIR
+from harness import PROFILE_DIR, REPO_PROFILE_DIR, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from workflow_helpers import cluster_submissions, make_workdir  # noqa: E402
 
 #: where the test profile may differ (documented at the top of tests/slurm/profile/config.yaml)
 SITE_KEYS = {"latency-wait", "slurm-init-seconds-before-status-checks"}
@@ -40,3 +45,36 @@ def test_profiles_recover_without_a_second_command(monkeypatch):
     assert real["retries"] >= 1
     assert real["slurm-requeue"] is True
     assert real["rerun-incomplete"] is True
+
+
+#: the light rules (about a second each): never a Slurm job of their own
+LIGHT_RULES = {"mask", "compose", "random_ticket", "zoo_consensus", "zoo_random_ticket", "imp_prune"}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return make_workdir(tmp_path_factory.mktemp("profiles"))
+
+
+@pytest.mark.parametrize("config, trainings, bundles", [
+    # 2 pretrain + 6 sibling + 24 retrain; one bundle per (replicate, rewind point): 6 masks, 8 compositions,
+    # 2 random tickets
+    ("workflow/configs/tiny.yaml", 32, {"masks_rep0_pre0": 16, "masks_rep0_pre4": 16}),
+    # every pruning step rides in the job that trains the level under its mask: no bundle
+    ("workflow/configs/imp-tiny.yaml", 18, {}),
+    # consensus + random transfer ticket of the replicate (not connected: joined by group-components)
+    ("workflow/configs/zoo-tiny.yaml", 22, {"zoo_masks_rep0": 2}),
+])
+def test_light_jobs_go_out_in_bundles(work, config, trainings, bundles):
+    """What `snakemake --profile slurm` submits (read from its dry run): one job per training and one
+    bundle per (replicate, rewind point) and family for all the light jobs, none of them on its own."""
+    sub = cluster_submissions(work, config)
+    assert not LIGHT_RULES & set(sub["jobs"]), sub["jobs"]
+    light = {g: sum(rules.values()) for g, rules in sub["groups"].items() if set(rules) <= LIGHT_RULES}
+    assert light == bundles
+    # a group that is not a bundle is one pruning step plus the training under its mask (imp)
+    for g, rules in sub["groups"].items():
+        if g not in light:
+            assert rules == {"imp_train": 1, "imp_prune": 1}, (g, rules)
+    assert sub["total"] == trainings + len(bundles)
+    assert "init" in sub["local"] and "stage_data" in sub["local"]

@@ -2,9 +2,11 @@
 
 * The tiny config runs through ``snakemake --profile slurm`` (the repository's own profile, found from
   the root of a scratch copy of the repository, with the cluster's site settings given as LOTTO_SLURM_*
-  variables): every job is COMPLETED in sacct, the training jobs got a GPU (the cluster's fake gres),
-  the cheap ones none, and masks, checkpoints and metrics are identical to a local ``--cores`` run with
-  the same threads per job.
+  variables): Slurm sees one job per training and one bundle (job group) per (replicate, rewind point)
+  holding all its masks, compositions and random tickets, not one job per light step; every job is
+  COMPLETED in sacct, the training jobs got a GPU (the cluster's fake gres), the bundles none and the
+  CPUs and memory of the profile's light_slots, and masks, checkpoints and metrics are identical to a local
+  ``--cores`` run with the same threads per job.
 * A training job stopped by a real Slurm time limit (runtime=1 minute on its first attempt) is resubmitted
   by Snakemake itself (the profile's `retries`; 10 minutes on attempt 2), resumes from its last resumable
   state and ends with the weights of an uninterrupted run: one snakemake command.
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,6 +92,7 @@ def test_tiny_config_via_repo_profile_matches_local_run(gpu_cluster, tmp_path):
          "--configfile", "workflow/configs/tiny.yaml"],
         cwd=local, env=wf_env(), stdout=local_out, stderr=subprocess.STDOUT,
     )
+    t_submit = datetime.now() - timedelta(seconds=5)
     try:
         res = _slurm_tiny_run(cluster, tmp_path)
         rc = local_run.wait(timeout=1300)
@@ -107,22 +111,31 @@ def test_tiny_config_via_repo_profile_matches_local_run(gpu_cluster, tmp_path):
     ids = res.job_ids
     states = cluster.wait_for_states(ids, timeout=120)
     assert states == {i: "COMPLETED" for i in ids}, {i: s for i, s in states.items() if s != "COMPLETED"}
-    rows = cluster.sacct(ids)
+    rows = cluster.sacct(ids, fields=("JobID", "Partition", "Account", "Comment", "AllocTRES", "Timelimit"))
+    # nothing reached Slurm that Snakemake did not report
+    assert {r["JobID"] for r in cluster.sacct(since=t_submit, fields=("JobID",))} == set(ids)
     by_rule: dict[str, list[dict]] = {}
     for r in rows:
         by_rule.setdefault(_rule(r["Comment"]), []).append(r)
-    # staging (the only step that may download) and figures run on the submitting host
-    assert set(by_rule) == {"init", "pretrain", "sibling", "mask", "compose", "random_ticket", "retrain"}, \
-        sorted(by_rule)
-    assert {k: len(v) for k, v in by_rule.items() if k in TRAIN_RULES} == {"pretrain": 2, "sibling": 6,
-                                                                           "retrain": 24}
+    # one submission per training job, plus one bundle per (replicate, rewind point) holding its 6 masks,
+    # 8 compositions and 2 random tickets (the plugin's comment for a group job: rule_<group>_<its rules>);
+    # staging (the only step that may download), theta_0 and the figures run on the submitting host
+    bundles = {f"masks_rep0_pre{t}_compose_mask_random_ticket" for t in (0, 4)}
+    assert set(by_rule) == TRAIN_RULES | bundles, sorted(by_rule)
+    assert {k: len(v) for k, v in by_rule.items()} == {"pretrain": 2, "sibling": 6, "retrain": 24,
+                                                       **{b: 1 for b in bundles}}
+    assert len(ids) == 2 + 6 + 24 + 2, "not one Slurm job per light step"
     for rule, rs in by_rule.items():
         for r in rs:
             assert r["Partition"] == cluster.partition and r["Account"] == cluster.account, r
             if rule in TRAIN_RULES:
                 assert "gres/gpu=1" in r["AllocTRES"], r
             else:
-                assert "gres/gpu" not in r["AllocTRES"], r
+                # the profile's light_slots: 2 light jobs side by side, each with light_mem_mb (2,000 MB by
+                # default); light_runtime (1 minute) per layer of jobs run one after another
+                tres = dict(kv.split("=", 1) for kv in r["AllocTRES"].split(","))
+                assert "gres/gpu" not in tres and tres["cpu"] == "2" and tres["mem"] == "4000M", r
+                assert r["Timelimit"] <= "00:16:00", r  # 16 light jobs, 2 at a time: 8 layers x 1 minute
 
     slurm_results, local_results = _results(work, "tiny"), _results(local, "tiny")
     assert sorted(slurm_results) == sorted(local_results)

@@ -110,7 +110,18 @@ def curves_params(title, groups):
 
 
 def light_resources():
-    return dict(mem_mb=RES["light_mem_mb"], runtime=RES["light_runtime"])
+    # light_slots: one per light job. The Slurm profile gives each job group (bundle) `light_slots` of them
+    # (--resources, scoped "local" below): how many of its light jobs run side by side, and so the cores and
+    # memory the bundle asks for. The runtime of a bundle is the sum over the layers it runs one after another;
+    # a bundle that runs out of time is resubmitted with light_runtime x attempt per job.
+    base = RES["light_runtime"]
+    return dict(mem_mb=RES["light_mem_mb"], runtime=lambda wildcards, attempt: base * attempt, light_slots=1)
+
+
+# `local`: a --resources light_slots=N limit applies to each group job on its own (its width), and is not a
+# workflow-wide limit on the jobs running at once (which a `global` resource would be)
+resource_scopes:
+    light_slots="local",
 
 
 # --- artifact paths -------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 # Resumable state lives under RESUME, outside the declared outputs (which Snakemake deletes before a job).
 
 
+# theta_0 of a replicate: seconds of CPU, on the submitting host (like stage_data), so that on a cluster the
+# first trainings wait for no queue behind it and a replicate costs no submission of its own
 rule init:
     input:
         data=DATA,
@@ -11,8 +13,7 @@ rule init:
         f"{ROOT}/rep{{rep}}/init.log",
     params:
         cfg=cfg_arg("model"),
-    resources:
-        **light_resources(),
+    localrule: True
     conda:
         LOTTO_ENV
     shell:
@@ -88,7 +89,10 @@ rule retrain:
         train_shell("{input.rewind}", "retrain", kind="retrained", mask="--mask {input.mask}")
 
 
-# --- masks: one-shot global magnitude pruning of each sibling, compositions, random tickets (CPU-only, cheap)
+# --- masks: one-shot global magnitude pruning of each sibling, compositions, random tickets (CPU-only, about
+# a second each, no torch). On a cluster the light jobs of one (replicate, rewind point) form one job group:
+# the Slurm profile's group-components bundles the group's unconnected parts (one per sparsity) into a
+# single submission. Local runs ignore groups.
 
 
 rule mask:
@@ -100,6 +104,8 @@ rule mask:
         f"{PRE_DIR}/sibling{{sib}}/masks/s{{s}}.log",
     params:
         labels=lambda w: labels_arg(replicate=int(w.rep), pretrain_steps=int(w.pre), sibling=int(w.sib)),
+    group:
+        "masks_rep{rep}_pre{pre}"
     resources:
         **light_resources(),
     conda:
@@ -122,6 +128,8 @@ rule compose:
     params:
         labels=lambda w: labels_arg(replicate=int(w.rep), pretrain_steps=int(w.pre)),
         flags=compose_flags,
+    group:
+        "masks_rep{rep}_pre{pre}"
     resources:
         **light_resources(),
     conda:
@@ -138,6 +146,8 @@ rule random_ticket:
         f"{PRE_DIR}/random/s{{s}}/mask.mask",
     log:
         f"{PRE_DIR}/random/s{{s}}/random_ticket.log",
+    group:
+        "masks_rep{rep}_pre{pre}"
     resources:
         **light_resources(),
     conda:

@@ -13,6 +13,12 @@
 if IMP:
 
     # --- rules ------------------------------------------------------------------------------------
+    # On a cluster, each pruning step of the fixed chain runs in the job that trains the level under the
+    # new mask (a job group of the two): the chain alternates training and pruning, so its light steps cannot
+    # be bundled with each other, and this way they cost no submission and no queue wait of their own. The
+    # mask goes first, not after the level it prunes: Snakemake deletes the outputs of every job of a failed
+    # group, and redoing a mask costs seconds, where a finished training would have to start over (a stopped
+    # one resumes from its state).
     rule imp_train:
         input:
             data=DATA,
@@ -27,6 +33,8 @@ if IMP:
         wildcard_constraints:
             chain="fixed|adaptive",
             level=r"\d+",
+        group:
+            lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{w.level}" if w.chain == "fixed" and int(w.level) else None
         params:
             cfg=cfg_arg("model", "training"),
             mask=lambda w: imp_mask_opt(w.rep, w.pre, w.chain, w.level),
@@ -52,6 +60,8 @@ if IMP:
             f"{IMP_DIR}/fixed/level{{level}}/prune.log",
         wildcard_constraints:
             level=r"[1-9]\d*",
+        group:
+            "imp_rep{rep}_pre{pre}_level{level}"
         params:
             mask=lambda w: imp_mask_opt(w.rep, w.pre, "fixed", int(w.level) - 1),
             fraction=IMP["prune_fraction"],

@@ -99,6 +99,8 @@ if ZOO:
             "--resume-state {params.resume} --out-mask {output.mask} --out-start {output.start} "
             "--out {output.ckpt} --curve {output.curve} --metrics {output.metrics} > {log} 2>&1"
 
+    # the two transfer tickets of a replicate: one job group, bundled into one submission on a cluster (the
+    # Slurm profile's group-components; they are not connected in the DAG)
     rule zoo_consensus:
         input:
             lambda w: [zoo_ticket_mask(w.rep, f"bespoke_{t}") for t in ZOO_TASKS],
@@ -109,6 +111,8 @@ if ZOO:
         params:
             m=ZOO["transfer"]["consensus_min"] or len(ZOO_TASKS),
             labels=lambda w: labels_arg(ticket="consensus", replicate=int(w.rep)),
+        group:
+            "zoo_masks_rep{rep}"
         resources:
             **light_resources(),
         conda:
@@ -123,6 +127,8 @@ if ZOO:
             f"{ROOT}/rep{{rep}}/zoo_transfer/random/mask.mask",
         log:
             f"{ROOT}/rep{{rep}}/zoo_transfer/random/random_ticket.log",
+        group:
+            "zoo_masks_rep{rep}"
         resources:
             **light_resources(),
         conda:
