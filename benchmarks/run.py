@@ -23,6 +23,14 @@ masks     ResNet-50 scale (25.5M prunable weights): global magnitude threshold o
 workflow  Snakefile parse time (a fresh interpreter; torch must not be imported) and ``snakemake -n`` on every
           paper-scale config (``--workflow-configs``: config.yaml, workflow/configs/imp-paper.yaml,
           workflow/configs/zoo-paper.yaml), each with its job count and its own parse + DAG time target.
+workflow_efficiency
+          Not in the default set (it runs a whole experiment: minutes of every core it is given). The demo
+          config (workflow/configs/demo.yaml) for real, ``snakemake --cores N`` (``--efficiency-cores``, 2) in a
+          scratch copy of this checkout: the DAG's efficiency is the training compute (the ``elapsed_s`` of
+          every metrics JSON plus the pretraining runs' times from their logs) divided by N, over the wall time
+          of the whole run. What is lost is per-job overhead: interpreter and torch start-up, data and model
+          loading, evaluation, Snakemake's own scheduling (its process's CPU time is reported), and the light
+          jobs (masks, compositions). Meaningful on an otherwise idle machine only.
 
 Data: CIFAR-10 from --cifar (a directory with train.npz holding x uint8 N x 32 x 32 x 3 and y), else
 $LOTTO_CIFAR10, else data/cifar10, else torchvision's files under data/torchvision, else synthetic uint8 images
@@ -56,6 +64,7 @@ TARGETS = {
     "mask_bits_per_weight": ("<=", 1.2),
     "snakefile_parse_s": ("<", 1.0),
     "dry_run_s": ("<", 10.0),
+    "dag_efficiency": (">=", 0.5),
 }
 # --cifar, else $LOTTO_CIFAR10, else data/cifar10 (where the README suggests linking a local copy)
 CIFAR_CANDIDATES = [Path(p) for p in (os.environ.get("LOTTO_CIFAR10"),) if p] + [ROOT / "data" / "cifar10"]
@@ -594,6 +603,109 @@ def print_workflow(res):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# workflow efficiency: a real run of the demo config
+# ---------------------------------------------------------------------------------------------------------
+EFFICIENCY_CONFIG = "workflow/configs/demo.yaml"
+#: `lotto train`'s last line (steps trained and their time); older versions logged only the images/s
+_SAVED_RE = re.compile(r"saved \S+ \((\d+) steps in ([0-9.]+) s")
+_SPAN_RE = re.compile(r"from step (\d+) to (\d+)")
+_IPS_RE = re.compile(r"saved \S+ \(([0-9.]+|nan) images/s\)")
+
+
+def _pretrain_seconds(log_text: str, batch_size: int) -> float:
+    """Training time of one pretraining job, from its log (it writes no metrics)."""
+    m = _SAVED_RE.search(log_text)
+    if m:
+        return float(m.group(2))
+    span, ips = _SPAN_RE.search(log_text), _IPS_RE.search(log_text)
+    if not span or not ips:
+        raise RuntimeError(f"no training time in a pretraining log:\n{log_text[-1000:]}")
+    steps = int(span.group(2)) - int(span.group(1))
+    return 0.0 if steps == 0 else steps * batch_size / float(ips.group(1))
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (its own, not its children's); None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def section_workflow_efficiency(args, log) -> dict:
+    import shutil
+
+    import yaml
+
+    from lotto.config import validate
+
+    cfg = validate(yaml.safe_load((ROOT / EFFICIENCY_CONFIG).read_text()))
+    cores = args.efficiency_cores
+    with tempfile.TemporaryDirectory(prefix="lotto-efficiency-") as tmp:
+        work = Path(tmp)
+        shutil.copy(ROOT / "Snakefile", work / "Snakefile")
+        shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+        for extra in ("workflow", "envs", "profiles"):  # profiles/default: the workflow profile
+            if (ROOT / extra).exists():
+                shutil.copytree(ROOT / extra, work / extra, symlinks=True)
+        env = dict(os.environ)
+        # the jobs run this checkout's lotto, through the `lotto` entry point beside this interpreter
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--configfile",
+               EFFICIENCY_CONFIG]
+        log(f"workflow_efficiency: {' '.join(cmd[1:])} in {work} (minutes)")
+        load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+        t = time.perf_counter()
+        with open(work / "snakemake.out", "w+") as sink:
+            proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+            main_cpu = None
+            while proc.poll() is None:  # Snakemake's own process (not its jobs): its last reading
+                main_cpu = _process_cpu_s(proc.pid) or main_cpu
+                time.sleep(0.5)
+            wall = time.perf_counter() - t
+            sink.seek(0)
+            output = sink.read()
+        if proc.returncode:
+            raise RuntimeError(f"the demo run failed:\n{output[-4000:]}")
+        root = work / cfg["results_dir"] / cfg["experiment"]
+        metrics = [json.loads(p.read_text()) for p in root.rglob("metrics.json")]
+        trained = sum(m["elapsed_s"] for m in metrics)
+        pretrain = [_pretrain_seconds(p.read_text(), cfg["training"]["batch_size"])
+                    for p in root.rglob("pretrain.log")]
+        m = re.search(r"(\d+) of \1 steps \(100%\) done", output)
+    compute = trained + sum(pretrain)
+    return {
+        "config": EFFICIENCY_CONFIG,
+        "cores": cores,
+        "jobs": int(m.group(1)) if m else None,
+        "wall_s": wall,
+        "training_runs": len(metrics) + len(pretrain),
+        "training_compute_s": compute,
+        "dag_efficiency": compute / cores / wall,
+        # CPU seconds of the snakemake process itself (scheduling, bookkeeping), read from /proc (Linux)
+        "snakemake_process_cpu_s": main_cpu,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def print_workflow_efficiency(res):
+    op, bound = TARGETS["dag_efficiency"]
+    rows = [
+        [f"snakemake --cores {res['cores']} on {res['config']}, {res['jobs']} jobs: wall (s)", f"{res['wall_s']:.1f}",
+         "", ""],
+        [f"training compute, {res['training_runs']} runs (s)", f"{res['training_compute_s']:.1f}", "", ""],
+        ["DAG efficiency: compute / cores / wall", f"{res['dag_efficiency']:.1%}", f"{op} {bound:.0%}",
+         "yes" if _meets("dag_efficiency", res["dag_efficiency"]) else "NO"],
+    ]
+    if res.get("snakemake_process_cpu_s") is not None:
+        rows.append(["snakemake's own process: CPU (s)", f"{res['snakemake_process_cpu_s']:.1f}", "", ""])
+    _table(rows, ["workflow efficiency", "value", "target", "met"])
+
+
+# ---------------------------------------------------------------------------------------------------------
 def _bool(v: str) -> bool:
     if v.lower() in ("1", "true", "yes", "on"):
         return True
@@ -605,7 +717,8 @@ def _bool(v: str) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,threads,masks,workflow",
-                   help="comma-separated subset of training,threads,masks,workflow")
+                   help="comma-separated subset of training,threads,masks,workflow,workflow_efficiency (the "
+                        "last runs the demo experiment: minutes of --efficiency-cores cores; not in the default)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<host>-<device>-<time>.json)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -625,6 +738,8 @@ def main(argv=None) -> int:
     p.add_argument("--workflow-configs", default=",".join(PAPER_CONFIGS),
                    help="comma-separated configs whose `snakemake -n` the workflow section times "
                         "(default: every paper-scale config)")
+    p.add_argument("--efficiency-cores", type=int, default=2,
+                   help="snakemake --cores of the workflow_efficiency run (default 2)")
     p.add_argument("--thread-rounds", type=int, default=3)
     p.add_argument("--thread-steps", type=int, default=8)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -634,7 +749,7 @@ def main(argv=None) -> int:
         thread_worker(args)
         return 0
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"training", "threads", "masks", "workflow"}
+    unknown = set(sections) - {"training", "threads", "masks", "workflow", "workflow_efficiency"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
@@ -670,6 +785,9 @@ def main(argv=None) -> int:
     if "workflow" in sections:
         report["workflow"] = section_workflow(args, log)
         print_workflow(report["workflow"])
+    if "workflow_efficiency" in sections:
+        report["workflow_efficiency"] = section_workflow_efficiency(args, log)
+        print_workflow_efficiency(report["workflow_efficiency"])
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = Path(args.out) if args.out else (
         ROOT / "benchmarks" / "results"

@@ -20,7 +20,7 @@ def make_workdir(tmp: Path) -> Path:
     shutil.copy(ROOT / "Snakefile", work / "Snakefile")
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
     shutil.copytree(ROOT / "workflow", work / "workflow", symlinks=True, dirs_exist_ok=True)
-    for extra in ("slurm", "envs"):
+    for extra in ("slurm", "envs", "profiles"):
         if (ROOT / extra).exists():
             shutil.copytree(ROOT / extra, work / extra, symlinks=True, dirs_exist_ok=True)
     return work

@@ -78,3 +78,15 @@ def test_light_jobs_go_out_in_bundles(work, config, trainings, bundles):
             assert rules == {"imp_train": 1, "imp_prune": 1}, (g, rules)
     assert sub["total"] == trainings + len(bundles)
     assert "init" in sub["local"] and "stage_data" in sub["local"]
+
+
+def test_workflow_profile_spaces_out_snakemakes_reevaluation_timers():
+    """profiles/default (read by every run of the workflow) gives Snakemake's job-rate limiter a longer span:
+    its re-evaluation timers pile up (one per finished job) and fire once per span each; a run exits only
+    after the last one has fired (see the profile)."""
+    from snakemake.settings.types import MaxJobsPerTimespan
+
+    profile = yaml.safe_load((REPO_ROOT / "profiles" / "default" / "config.yaml").read_text())
+    limit = MaxJobsPerTimespan.parse_choice(profile["max-jobs-per-timespan"])
+    assert limit.max_jobs / limit.timespan >= 100  # no stricter than Snakemake's default 100/1s
+    assert 1 < limit.timespan <= 10  # fewer rounds, and at most 10 s of waiting at the end of a run
