@@ -677,3 +677,43 @@ def or_exit(check, *args):
     except ConfigError as exc:
         sys.stderr.write(f"lotto: {exc}\n")
         sys.exit(1)
+
+
+def check_command_line(argv: list[str]) -> None:
+    """For the workflow profile (profiles/default), which Snakemake reads before it loads any config file:
+    refuse a `--configfile` that is not valid YAML, is empty or repeats a key, and a dotted `--config` key,
+    with lotto's one-line message naming the file and the line, instead of Snakemake's generic error.
+
+    Snakemake parses `--configfile` itself, before the Snakefile runs, and names neither file nor line.
+    """
+    import sys
+
+    files, overrides, current = [], [], None
+    for arg in argv[1:]:
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            current = name if name in ("--configfile", "--configfiles", "--config", "-C") else None
+            if current and eq:
+                (overrides if current in ("--config", "-C") else files).append(value)
+            continue
+        if current in ("--configfile", "--configfiles"):
+            files.append(arg)
+        elif current in ("--config", "-C"):
+            overrides.append(arg)
+    problems = []
+    for path in files:
+        try:
+            read_config_file(path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    for entry in overrides:
+        key = entry.partition("=")[0]
+        if "." in key:
+            section, _, rest = key.partition(".")
+            problems.append(
+                f"--config {entry}: Snakemake accepts only top-level keys on its command line; for a nested key "
+                f"write --config '{section}={{{rest.replace('.', ': {')}: {entry.partition('=')[2]}{'}' * rest.count('.')}}}'"
+            )
+    if problems:
+        sys.stderr.write("lotto: " + "\nlotto: ".join(problems) + "\n")
+        sys.exit(1)

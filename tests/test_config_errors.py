@@ -371,6 +371,11 @@ def test_snakemake_refuses_broken_configs_before_any_job(tmp_path):
     # the default config.yaml is read by lotto before Snakemake: a syntax error is named with its line
     (work / "config.yaml").write_text(GOOD.replace("ks: [2, 3]", "ks: [2, 3"))
     _refused(work, [], "config file config.yaml, line")
+    # a --configfile Snakemake would read first (naming neither file nor line): lotto's workflow profile checks it
+    (work / "syntax.yaml").write_text(GOOD.replace("ks: [2, 3]", "ks: [2, 3"))
+    _refused(work, ["--configfile", "syntax.yaml"], "config file syntax.yaml, line", "not valid YAML")
+    (work / "empty.yaml").write_text("# nothing yet\n")
+    _refused(work, ["--configfile", "empty.yaml"], "config file empty.yaml, line 1", "empty")
 
 
 def test_snakemake_config_overrides_are_applied_and_validated(tmp_path):
@@ -379,7 +384,8 @@ def test_snakemake_config_overrides_are_applied_and_validated(tmp_path):
     cfg = _write(work, "c.yaml", also(put("composability.pretrain_steps", [0, 20]),
                                       put("training.lr", "1e-3"))(tiny()))
     _refused(work, ["--configfile", cfg], "'composability.pretrain_steps[1]'")
-    # Snakemake 9's --config refuses dotted keys itself; a nested mapping is the form that reaches the config
+    # Snakemake 9's --config refuses dotted keys itself; lotto says which nested form does reach the config
+    _refused(work, ["--configfile", cfg, "--config", "training.epochs=3"], "--config 'training={epochs: 3}'")
     out = snakemake(["-n", "--configfile", cfg, "--config", "training={epochs: 3}"], cwd=work).stdout
     assert job_counts(out)["pretrain"] == 2
     _refused(work, ["--configfile", cfg, "--config", "training={lr: -1}"], "'training.lr'", "--config")
