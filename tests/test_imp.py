@@ -321,10 +321,12 @@ def test_adding_a_level_reuses_the_earlier_ones(finished_run):
     counts = job_counts(snakemake(["-n", "--configfile", more], cwd=work).stdout)
     # one new level per rewind point; paths 2-3 at both taus, plus 0-3 and 1-3 for the heatmap (tau 8)
     assert counts.pop("imp_train") == 2 and counts.pop("imp_prune") == 2 and counts.pop("imp_path") == 4
-    # (the report's provenance table reads every artifact; its config copy holds imp.levels)
+    # (the report's provenance table reads every artifact; its config copy holds imp.levels; the new level's
+    # training curve joins imp_training_curves)
     assert set(counts) <= {"imp_paths", "imp_heatmap", "imp_adaptive", "imp_table", "claims_imp", "claims",
-                           "provenance", "report_config", "all"}
+                           "provenance", "report_config", "imp_training_curves", "all"}
     more = _with(work, "imp-tiny-ad4.yaml", **{"adaptive.levels": 4})
     counts = job_counts(snakemake(["-n", "--configfile", more], cwd=work).stdout)
     assert counts.pop("imp_train") == 1 and counts.pop("imp_adaptive_prune") == 1
-    assert set(counts) <= {"imp_adaptive", "imp_table", "claims_imp", "claims", "provenance", "report_config", "all"}
+    assert set(counts) <= {"imp_adaptive", "imp_table", "claims_imp", "claims", "provenance", "report_config",
+                           "imp_training_curves", "all"}
