@@ -19,7 +19,7 @@ def test_resnet20_cifar10_siblings_overlap_beyond_chance(tmp_path):
     cfg = yaml.safe_load((work / "workflow/configs/cifar10-resnet20-cpu.yaml").read_text())
     cfg["experiment"] = "cifar-check"
     cfg["data"].update(path=str(CIFAR), train_size=512, test_size=200)
-    cfg["training"].update(epochs=1, milestones=[], log_every=4, checkpoint_every=4)
+    cfg["training"].update(epochs=1, milestones=[], log_every=4, checkpoint_every=4, batch_size=64)
     cfg["composability"].update(pretrain_steps=[2], ks=[2], sparsities=[0.5, 0.8])
     (work / "cifar.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(["fig1a", "--cores", "2", "--configfile", "cifar.yaml"], cwd=work, timeout=900)
