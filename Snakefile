@@ -26,6 +26,31 @@ config.update(_validated)
 report: "workflow/report/workflow.rst"
 
 
+# A local run starts one fork server that imports torch once and forks a process per `lotto` command
+# (lotto/forkserver.py): a small config's jobs otherwise spend longer importing torch than training. Each
+# job stays its own process and files; LOTTO_FORKSERVER=off turns it off. Not for cluster jobs, dry runs or
+# --use-conda/apptainer (the jobs' interpreter is another one).
+_forkserver = []
+
+
+onstart:
+    if workflow.local_exec and workflow.is_main_process and not workflow.touch \
+            and not workflow.deployment_settings.deployment_method:
+        from lotto.forkserver import start
+
+        _forkserver.append(start(".snakemake/lotto-forkserver.log"))
+
+
+onsuccess:
+    for _handle in _forkserver:
+        _handle and _handle.stop()
+
+
+onerror:
+    for _handle in _forkserver:
+        _handle and _handle.stop()
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/composability.smk"

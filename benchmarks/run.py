@@ -30,7 +30,10 @@ workflow_efficiency
           every metrics JSON plus the pretraining runs' times from their logs) divided by N, over the wall time
           of the whole run. What is lost is per-job overhead: interpreter and torch start-up, data and model
           loading, evaluation, Snakemake's own scheduling (its process's CPU time is reported), and the light
-          jobs (masks, compositions). Meaningful on an otherwise idle machine only.
+          jobs (masks, compositions). Run twice, side by side: with the fork server a local run starts
+          (lotto/forkserver.py: torch imported once, a forked child per job) and with LOTTO_FORKSERVER=off
+          (every job its own interpreter), checking that both write the same masks, byte for byte.
+          Meaningful on an otherwise idle machine only.
 
 Data: CIFAR-10 from --cifar (a directory with train.npz holding x uint8 N x 32 x 32 x 3 and y), else
 $LOTTO_CIFAR10, else data/cifar10, else torchvision's files under data/torchvision, else synthetic uint8 images
@@ -633,15 +636,10 @@ def _process_cpu_s(pid: int) -> float | None:
         return None
 
 
-def section_workflow_efficiency(args, log) -> dict:
+def _efficiency_run(cfg: dict, cores: int, forkserver: bool, log) -> dict:
+    """One real run of the demo config in a scratch copy; ``forkserver`` False sets LOTTO_FORKSERVER=off."""
     import shutil
 
-    import yaml
-
-    from lotto.config import validate
-
-    cfg = validate(yaml.safe_load((ROOT / EFFICIENCY_CONFIG).read_text()))
-    cores = args.efficiency_cores
     with tempfile.TemporaryDirectory(prefix="lotto-efficiency-") as tmp:
         work = Path(tmp)
         shutil.copy(ROOT / "Snakefile", work / "Snakefile")
@@ -653,9 +651,13 @@ def section_workflow_efficiency(args, log) -> dict:
         # the jobs run this checkout's lotto, through the `lotto` entry point beside this interpreter
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.pop("LOTTO_FORKSERVER", None)
+        if not forkserver:
+            env["LOTTO_FORKSERVER"] = "off"
         cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--configfile",
                EFFICIENCY_CONFIG]
-        log(f"workflow_efficiency: {' '.join(cmd[1:])} in {work} (minutes)")
+        log(f"workflow_efficiency: {' '.join(cmd[1:])} in {work}, fork server {'on' if forkserver else 'off'} "
+            "(minutes)")
         load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
         t = time.perf_counter()
         with open(work / "snakemake.out", "w+") as sink:
@@ -675,11 +677,14 @@ def section_workflow_efficiency(args, log) -> dict:
         pretrain = [_pretrain_seconds(p.read_text(), cfg["training"]["batch_size"])
                     for p in root.rglob("pretrain.log")]
         m = re.search(r"(\d+) of \1 steps \(100%\) done", output)
+        server_log = work / ".snakemake" / "lotto-forkserver.log"
+        served = len(re.findall(r"served \d+: pid", server_log.read_text())) if server_log.exists() else 0
+        masks = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.mask"))}
     compute = trained + sum(pretrain)
     return {
-        "config": EFFICIENCY_CONFIG,
-        "cores": cores,
+        "forkserver": forkserver,
         "jobs": int(m.group(1)) if m else None,
+        "commands_served_by_forkserver": served,
         "wall_s": wall,
         "training_runs": len(metrics) + len(pretrain),
         "training_compute_s": compute,
@@ -688,20 +693,58 @@ def section_workflow_efficiency(args, log) -> dict:
         "snakemake_process_cpu_s": main_cpu,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "_masks": masks,
+    }
+
+
+def section_workflow_efficiency(args, log) -> dict:
+    """The demo run with the fork server (a local run's default) and without it, one after the other."""
+    import yaml
+
+    from lotto.config import validate
+
+    cfg = validate(yaml.safe_load((ROOT / EFFICIENCY_CONFIG).read_text()))
+    cores = args.efficiency_cores
+    runs = [_efficiency_run(cfg, cores, mode, log) for mode in (True, False)]
+    same = runs[0].pop("_masks") == runs[1].pop("_masks")
+    on, off = runs
+    return {
+        "config": EFFICIENCY_CONFIG,
+        "cores": cores,
+        "jobs": on["jobs"],
+        "wall_s": on["wall_s"],
+        "training_runs": on["training_runs"],
+        "training_compute_s": on["training_compute_s"],
+        "dag_efficiency": on["dag_efficiency"],
+        "snakemake_process_cpu_s": on["snakemake_process_cpu_s"],
+        "without_forkserver": off,
+        "with_forkserver": on,
+        "wall_ratio_off_over_on": off["wall_s"] / on["wall_s"],
+        "masks_identical_with_and_without_forkserver": same,
     }
 
 
 def print_workflow_efficiency(res):
     op, bound = TARGETS["dag_efficiency"]
-    rows = [
-        [f"snakemake --cores {res['cores']} on {res['config']}, {res['jobs']} jobs: wall (s)", f"{res['wall_s']:.1f}",
-         "", ""],
-        [f"training compute, {res['training_runs']} runs (s)", f"{res['training_compute_s']:.1f}", "", ""],
-        ["DAG efficiency: compute / cores / wall", f"{res['dag_efficiency']:.1%}", f"{op} {bound:.0%}",
-         "yes" if _meets("dag_efficiency", res["dag_efficiency"]) else "NO"],
-    ]
-    if res.get("snakemake_process_cpu_s") is not None:
-        rows.append(["snakemake's own process: CPU (s)", f"{res['snakemake_process_cpu_s']:.1f}", "", ""])
+    rows = []
+    for key, name in (("with_forkserver", "fork server on (default)"), ("without_forkserver", "LOTTO_FORKSERVER=off")):
+        r = res.get(key, res)
+        rows += [
+            [f"{name}: snakemake --cores {res['cores']} on {res['config']}, {r['jobs']} jobs: wall (s)",
+             f"{r['wall_s']:.1f}", "", ""],
+            [f"{name}: training compute, {r['training_runs']} runs (s)", f"{r['training_compute_s']:.1f}", "", ""],
+            [f"{name}: DAG efficiency, compute / cores / wall", f"{r['dag_efficiency']:.1%}", f"{op} {bound:.0%}",
+             "yes" if _meets("dag_efficiency", r["dag_efficiency"]) else "NO"],
+        ]
+        if r.get("snakemake_process_cpu_s") is not None:
+            rows.append([f"{name}: snakemake's own process, CPU (s)", f"{r['snakemake_process_cpu_s']:.1f}", "", ""])
+        if "commands_served_by_forkserver" in r:
+            rows.append([f"{name}: lotto commands run by the fork server", str(r["commands_served_by_forkserver"]),
+                         "", ""])
+    if "wall_ratio_off_over_on" in res:
+        rows.append(["wall time without / with the fork server", f"{res['wall_ratio_off_over_on']:.2f}x", "", ""])
+        rows.append(["masks byte-identical with and without", str(res["masks_identical_with_and_without_forkserver"]),
+                     "True", "yes" if res["masks_identical_with_and_without_forkserver"] else "NO"])
     _table(rows, ["workflow efficiency", "value", "target", "met"])
 
 

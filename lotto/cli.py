@@ -278,6 +278,12 @@ def main(argv=None) -> int:
     """Run one subcommand. Any failure is ONE line on stderr, ``lotto: error: <what>, <which file>, <what to do>``,
     and a non-zero exit: 2 for config errors, 143 after a SIGTERM that saved the training state, 130 on Ctrl-C,
     1 otherwise. The traceback is printed too with ``lotto --debug`` or LOTTO_DEBUG=1."""
+    if argv is None:  # the `lotto` process of a job: a local run's fork server may run it (lotto/forkserver.py)
+        from lotto import forkserver
+
+        code = forkserver.delegate(sys.argv[1:])
+        if code is not None:
+            return code
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LOTTO_DEBUG", "") not in ("", "0")
     try:
