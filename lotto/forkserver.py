@@ -36,9 +36,10 @@ from pathlib import Path
 ENV = "LOTTO_FORKSERVER"
 OFF = ("", "0", "off", "no", "false", "none")
 #: what a job would import anyway; torch is the point, the rest saves the child a few hundred milliseconds
+#  (every family's cli module is added from the registry)
 PRELOAD = ("numpy", "yaml", "safetensors.numpy", "torch", "lotto.cli", "lotto.runner", "lotto.train",
            "lotto.models", "lotto.data", "lotto.io", "lotto.masks", "lotto.pruning", "lotto.figures",
-           "lotto.claims", "lotto.composability.cli", "lotto.zoo.cli", "lotto.imp.cli")
+           "lotto.claims")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")
 
@@ -110,8 +111,10 @@ def delegate(argv: list[str]) -> int | None:
 def _preload(log) -> None:
     import importlib
 
+    from lotto.families import FAMILIES
+
     t = time.perf_counter()
-    for name in PRELOAD:
+    for name in (*PRELOAD, *(family.cli for family in FAMILIES.values())):
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing optional module costs the child its import, nothing more
