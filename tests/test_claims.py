@@ -232,6 +232,21 @@ def test_intersections_sparser(comp_pass, tmp_path):
     row = _row(comp_eval(comp_world(tmp_path / "i", ks=(2,))), comp.INTERSECTIONS_SPARSER)
     assert row.verdict == "INCONCLUSIVE" and "composability.ks" in row.reason
 
+    # composability.match_sparsity: every intersection ends at the target; the claim reads the raw intersection
+    def matched(kind, rec):
+        if kind == "compose" and rec["ticket"] == "intersection":
+            rec["raw_sparsity"], rec["sparsity"] = rec["sparsity"], rec["target_sparsity"]
+        return rec
+
+    row = _row(comp_eval(comp_world(tmp_path / "m", edit=matched)), comp.INTERSECTIONS_SPARSER)
+    assert row.verdict == "PASS" and row.a_mean > row.b_mean
+
+    def matched_same_as_k2(kind, rec):
+        return matched(kind, same_as_k2(kind, rec))
+
+    row = _row(comp_eval(comp_world(tmp_path / "mf", edit=matched_same_as_k2)), comp.INTERSECTIONS_SPARSER)
+    assert row.verdict == "FAIL" and "s=0.5" in row.reason
+
 
 def test_pretraining_helps_composition(comp_pass, tmp_path):
     row = _row(comp_pass, comp.PRETRAINING_HELPS_COMPOSITION)

@@ -225,6 +225,11 @@ def _random_below_oneshot(rec: _Records, tol: float, grid: Sequence[float], lo: 
                          tolerance=tol, compared=compared, reason=reason)
 
 
+def _raw_sparsity(record: dict) -> float:
+    raw = record.get("raw_sparsity")
+    return float(record["sparsity"]) if raw is None or raw != raw else float(raw)
+
+
 def _intersections_sparser(rec: _Records) -> Row:
     claim = INTERSECTIONS_SPARSER
     inter = [r for r in rec.compose if r["ticket"] == "intersection"]
@@ -235,7 +240,8 @@ def _intersections_sparser(rec: _Records) -> Row:
         return claim.inconclusive(f"one number of siblings (composability.ks = [{ks[0]}]): add a larger k, e.g. 3")
     steps = []
     for (t, s), rows in _by(inter, "pretrain_steps", "target_sparsity").items():
-        per_k = {k: stat(r["sparsity"] for r in rows if r["k"] == k) for k in ks}
+        # the intersection itself, before composability.match_sparsity brought it to the target sparsity
+        per_k = {k: stat(_raw_sparsity(r) for r in rows if r["k"] == k) for k in ks}
         present = [k for k in ks if per_k[k].n]
         for k0, k1 in zip(present, present[1:]):
             steps.append((per_k[k1].mean - per_k[k0].mean, t, s, k0, k1, per_k[k0], per_k[k1]))
