@@ -38,17 +38,19 @@ onstart:
             and not workflow.deployment_settings.deployment_method:
         from lotto.forkserver import start
 
-        _forkserver.append(start(".snakemake/lotto-forkserver.log"))
+        _handle = start(".snakemake/lotto-forkserver.log")  # None: turned off, or an outer run's server
+        if _handle is not None:
+            _forkserver.append(_handle)
 
 
 onsuccess:
     for _handle in _forkserver:
-        _handle and _handle.stop()
+        _handle.stop()
 
 
 onerror:
     for _handle in _forkserver:
-        _handle and _handle.stop()
+        _handle.stop()
 
 
 include: "workflow/rules/common.smk"

@@ -733,20 +733,12 @@ def section_workflow_efficiency(args, log) -> dict:
         return result
     off = _efficiency_run(cfg, cores, False, log)
     same = masks == off.pop("_masks")
-    return {
-        "config": EFFICIENCY_CONFIG,
-        "cores": cores,
-        "jobs": on["jobs"],
-        "wall_s": on["wall_s"],
-        "training_runs": on["training_runs"],
-        "training_compute_s": on["training_compute_s"],
-        "dag_efficiency": on["dag_efficiency"],
-        "snakemake_process_cpu_s": on["snakemake_process_cpu_s"],
+    result.update({
         "without_forkserver": off,
-        "with_forkserver": on,
         "wall_ratio_off_over_on": off["wall_s"] / on["wall_s"],
         "masks_identical_with_and_without_forkserver": same,  # bits and metadata, provenance aside
-    }
+    })
+    return result
 
 
 def print_workflow_efficiency(res):
