@@ -43,14 +43,22 @@ onstart:
             _forkserver.append(_handle)
 
 
+# The claims table is the last thing a run prints (claims_at_exit, below): after a run that built it, and again
+# on a rerun with nothing to do. Snakemake's own closing lines come after onsuccess, so the table is printed when
+# the process exits, once these hooks have said how the run went.
+_run = {"ended": None}
+
+
 onsuccess:
     for _handle in _forkserver:
         _handle.stop()
+    _run["ended"] = "success"
 
 
 onerror:
     for _handle in _forkserver:
         _handle.stop()
+    _run["ended"] = "error"
 
 
 include: "workflow/rules/common.smk"
@@ -65,3 +73,11 @@ rule all:
     default_target: True
     input:
         TARGETS,
+
+
+if workflow.is_main_process:  # (whether it is a dry run is known only once the run starts: checked at exit)
+    import atexit
+
+    from lotto.claims import print_at_exit
+
+    atexit.register(print_at_exit, CLAIMS_TABLE, workflow, _run, {"all", "claims", CLAIMS_TABLE})

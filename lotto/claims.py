@@ -1,144 +1,253 @@
 """Claims as code: each family states its papers' claims as checks over the run's own records, and every check
-yields one :class:`Row` with a verdict PASS, FAIL or INCONCLUSIVE (no torch, no pandas: stdlib only).
+yields one :class:`Row`: an effect with its confidence interval, judged by the claim's declared kind against its
+margin, with a verdict PASS, FAIL or INCONCLUSIVE (no torch, no pandas).
 
-A family's ``lotto/<family>/claims.py`` has ``evaluate(paths, cfg) -> list[Row]``: ``paths`` are the JSON
-records (and mask files) its ``claims_<family>`` rule hands it, ``cfg`` the validated config holding at least
-the ``claims`` section and the family's own. It returns one row per claim id in its ``CLAIMS``, always, so a
-claims table has the same rows whatever the config: what a config cannot test is INCONCLUSIVE, with the reason
-naming what is missing.
+A family's ``lotto/<family>/claims.py`` declares its :class:`Claim` objects in ``CLAIMS`` and has
+``evaluate(paths, cfg) -> list[Row]``: ``paths`` are the JSON records (and mask files) its ``claims_<family>``
+rule hands it, ``cfg`` the validated config holding at least the ``claims`` section and the family's own. It
+returns one row per claim, always, so a claims table has the same rows whatever the config: what a run cannot
+decide is INCONCLUSIVE, with what would decide it (the replicates needed, or the config entry missing).
 
-Verdicts come only from the numbers and the tolerances of the ``claims:`` config section. A tolerance is the
-size of a difference treated as a tie, in the units of what is compared; the three comparisons are
-
-* ``above(a, b, tol)``: a exceeds b by at least tol;
-* ``not_below(a, b, tol)``: a is at least b, or below it by at most tol ("at least as ... as");
-* ``within(a, b, tol)``: |a - b| <= tol ("matches").
+A claim declares its kind (:data:`KINDS`): superiority, non-inferiority or equivalence of an effect (the rules
+are :func:`lotto.stats.judge`'s), ``iff`` (two classifications that must agree, each judged with intervals),
+or ``sanity``: a check of the pipeline itself, not a paper claim, reported apart from the verdicts. Each claim
+has a margin, in the units of its effect, set in ``claims.margins`` of the config (the defaults are the
+claims' own, with the reason in ``margin_why``): what difference would matter to the paper's argument, not a
+noise allowance. Noise is the interval's business (:mod:`lotto.stats`).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import statistics
 import textwrap
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
+from lotto import stats
 from lotto.io import atomic_write
+from lotto.stats import EQUIVALENCE, FAIL, INCONCLUSIVE, NONINFERIORITY, PASS, SUPERIORITY, Estimate
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 VERDICTS = (PASS, FAIL, INCONCLUSIVE)
-_EPS = 1e-12  # float round-off: a difference exactly at the tolerance counts as at the tolerance
+IFF, SANITY = "iff", "sanity"
+KINDS = (SUPERIORITY, NONINFERIORITY, EQUIVALENCE, IFF, SANITY)
 
 
-class Stat(NamedTuple):
-    """Mean, sample standard deviation (ddof=1; None for fewer than two values) and count of some values."""
+@dataclass(frozen=True)
+class Claim:
+    """A claim of a family.
 
-    mean: float | None
-    sd: float | None
-    n: int
+    ``sentence``: what lotto checks, in its own words; ``effect``: the quantity estimated, with its sign
+    convention (positive = the claim's direction) and units; ``margin``: the default margin (None for sanity
+    checks) and ``margin_why`` the reason for it; ``paper``: the paper and the sentence of it the claim rests on.
+    """
 
-    def text(self, digits: int = 3) -> str:
-        if self.mean is None:
-            return "n/a"
-        sd = "" if self.sd is None else f"sd {self.sd:.{digits}f}, "
-        return f"{self.mean:.{digits}f} ({sd}n={self.n})"
+    family: str
+    id: str
+    kind: str
+    sentence: str
+    effect: str
+    margin: float | None
+    margin_why: str
+    paper: str
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.margin is None) != (self.kind in (SANITY, IFF)):
+            raise ValueError(f"claim {self.id}: a margin is needed for every kind but sanity checks and iff "
+                             "claims (whose threshold comes from the data)")
+
+    def row(self, verdict: str, reason: str, **values) -> "Row":
+        return Row(family=self.family, id=self.id, kind=self.kind, verdict=verdict, claim=self.sentence,
+                   effect=self.effect, reason=reason, **values)
+
+    def inconclusive(self, reason: str, settings: "Settings | None" = None, compared: str = "") -> "Row":
+        """The run lacks what the claim needs; ``reason`` says what (the config entry or records missing)."""
+        extra = {} if settings is None else {"margin": settings.margin, "confidence": settings.confidence}
+        return self.row(INCONCLUSIVE, reason, compared=compared, **extra)
 
 
-def stat(values: Iterable[float]) -> Stat:
-    """:class:`Stat` of the finite values (NaN and None are left out)."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return Stat(None, None, 0)
-    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
+@dataclass(frozen=True)
+class Settings:
+    """A claim's margin and the run's confidence and power (the ``claims`` config section)."""
 
+    margin: float
+    confidence: float
+    power: float
 
-def exact(value: float) -> Stat:
-    """A number that is computed, not measured over replicates (chance levels, thresholds)."""
-    return Stat(float(value), None, 1)
-
-
-def above(a: float, b: float, tol: float) -> bool:
-    return a - b >= tol - _EPS
-
-
-def not_below(a: float, b: float, tol: float) -> bool:
-    return a - b >= -tol - _EPS
-
-
-def within(a: float, b: float, tol: float) -> bool:
-    return abs(a - b) <= tol + _EPS
+    @classmethod
+    def of(cls, claim: Claim, cfg: dict) -> "Settings":
+        section = cfg["claims"]
+        margin = section.get("margins", {}).get(claim.id, claim.margin)
+        return cls(float(margin if margin is not None else 0.0), float(section["confidence"]), float(section["power"]))
 
 
 @dataclass(frozen=True)
 class Row:
-    """One claim's verdict. ``a``/``b`` name the two sides compared, each with mean, sd and n over replicates
-    (empty where a side does not apply); ``compared`` says the same in words."""
+    """One claim's verdict, with the cell that decided it: ``estimate`` [``ci_low``, ``ci_high``] of ``effect``
+    against ``margin``; ``replicates`` and ``test_examples`` behind it; ``replicates_needed``: how many would
+    decide an INCONCLUSIVE claim at the configured power (empty when no number would, or it is not the
+    replicates that are missing); ``cells``/``cells_pass``/``cells_fail``: the claim's cells and their verdicts
+    (after Holm's correction); ``compared``: the deciding cell in words; ``note``: caveats of the estimate."""
 
     family: str
     id: str
+    kind: str
     verdict: str
     claim: str
+    effect: str = ""
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    margin: float | None = None
+    confidence: float | None = None
+    replicates: int | None = None
+    test_examples: int | None = None
+    replicates_needed: int | None = None
+    cells: int | None = None
+    cells_pass: int | None = None
+    cells_fail: int | None = None
     compared: str = ""
-    a: str = ""
-    a_mean: float | None = None
-    a_sd: float | None = None
-    a_n: int | None = None
-    b: str = ""
-    b_mean: float | None = None
-    b_sd: float | None = None
-    b_n: int | None = None
-    tolerance: float | None = None
     reason: str = ""
+    note: str = ""
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"claim {self.id}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
 
 
 COLUMNS = [f.name for f in fields(Row)]
+_INTS = ("replicates", "test_examples", "replicates_needed", "cells", "cells_pass", "cells_fail")
+_FLOATS = ("estimate", "ci_low", "ci_high", "margin", "confidence")
 
 
-class Claim(NamedTuple):
-    """A claim of a family: its id and the sentence that states it."""
+# --------------------------------------------------------------------------- cells -> a row
+@dataclass(frozen=True)
+class Cell:
+    """One comparison of a claim: where (``label``, e.g. "k=2, s=0.5"), its estimate, and what was compared
+    (``detail``, e.g. "union 0.912 vs one-shot 0.915")."""
 
-    family: str
-    id: str
-    sentence: str
-
-    def verdict(self, ok: bool, *, a: tuple[str, Stat] | None = None, b: tuple[str, Stat] | None = None,
-                tolerance: float | None = None, compared: str = "", reason: str = "") -> Row:
-        """PASS when ``ok``, else FAIL, with the two sides compared."""
-        sides = {}
-        for key, side in (("a", a), ("b", b)):
-            if side is not None:
-                label, s = side
-                sides.update({key: label, f"{key}_mean": s.mean, f"{key}_sd": s.sd, f"{key}_n": s.n})
-        return Row(self.family, self.id, PASS if ok else FAIL, self.sentence, compared=compared,
-                   tolerance=tolerance, reason=reason, **sides)
-
-    def inconclusive(self, reason: str, tolerance: float | None = None, compared: str = "") -> Row:
-        """The config (or the records it produced) lacks what the claim needs; ``reason`` says what."""
-        return Row(self.family, self.id, INCONCLUSIVE, self.sentence, compared=compared, tolerance=tolerance,
-                   reason=reason)
+    label: str
+    estimate: Estimate
+    detail: str = ""
+    kind: str | None = None  # a cell judged by another rule than its claim's (e.g. "and matching there")
+    margin: float | None = None  # its own margin (e.g. a data-derived epsilon)
 
 
-# --------------------------------------------------------------------------- curves
-def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None:
-    """Linear interpolation of y at ``x`` through (x, y) points; None outside their x range (no extrapolation).
-    Points at the same x are averaged."""
-    by_x: dict[float, list[float]] = {}
-    for px, py in points:
-        by_x.setdefault(float(px), []).append(float(py))
-    xs = sorted(by_x)
-    if not xs or x < xs[0] - _EPS or x > xs[-1] + _EPS:
-        return None
-    ys = [statistics.fmean(by_x[v]) for v in xs]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-        if x0 - _EPS <= x <= x1 + _EPS:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (min(max(x, x0), x1) - x0) / (x1 - x0)
-    return ys[0]  # a single point, and x at it
+def _f(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:+.{digits}f}"
+
+
+def effect_text(value: float, ci: tuple[float, float] | None, digits: int = 3) -> str:
+    """``+0.012 [-0.003, +0.027]``."""
+    return _f(value, digits) + ("" if ci is None else f" [{_f(ci[0], digits)}, {_f(ci[1], digits)}]")
+
+
+def _room(kind: str, ci: tuple[float, float], margin: float) -> float:
+    """How far an interval clears its PASS boundary (the weakest passing cell has the least)."""
+    lo, hi = ci
+    if kind == SUPERIORITY:
+        return lo
+    if kind == NONINFERIORITY:
+        return lo + margin
+    return margin - max(abs(lo), abs(hi))
+
+
+def _needed_text(needed: int | None, undecided: Sequence[Cell], settings: Settings) -> str:
+    power = f"{settings.power:.0%} power"
+    if needed is not None:
+        return f"about {needed} replicates would decide it at {power} (from the observed effect and spread)"
+    if any(c.estimate.se is None for c in undecided):
+        return "at least 2 replicates are needed to estimate the seed noise; then the spread says how many decide it"
+    return ("no number of replicates decides it at the observed effect: it sits on the margin, or the noise "
+            "replicates cannot shrink (the test set's size, a bracketed reading) is too large")
+
+
+_AGAINST = {SUPERIORITY: "above 0 and not below the margin {m:g}", NONINFERIORITY: "above -{m:g}",
+            EQUIVALENCE: "inside (-{m:g}, +{m:g})"}
+_FAIL_SIDE = {SUPERIORITY: "below the smallest effect that matters ({m:g})", NONINFERIORITY: "below -{m:g}",
+              EQUIVALENCE: "wholly outside (-{m:g}, +{m:g})"}
+
+
+def settle(claim: Claim, cells: Sequence[Cell], settings: Settings, *, scope: str = "", some: bool = False,
+           extra_reason: str = "") -> Row:
+    """The claim's row from its cells, each judged by its kind and margin (the claim's unless the cell has its
+    own; :func:`lotto.stats.judge`).
+
+    Every cell (default): PASS when all pass, FAIL when one fails after Holm's correction, else INCONCLUSIVE
+    with the replicates that would decide it. ``some=True`` (a claim that something exists, "there are
+    methods that..."): PASS when one cell passes at the Bonferroni-corrected level, FAIL when every cell fails,
+    else INCONCLUSIVE. ``scope`` names what the cells span, for the reason (e.g. "every (k, s) at t=2000")."""
+    if not cells:
+        raise ValueError(f"{claim.id}: no cells to judge")
+    conf = settings.confidence
+    n = len(cells)
+    kinds = [c.kind or claim.kind for c in cells]
+    margins = [settings.margin if c.margin is None else c.margin for c in cells]
+    level = 1 - (1 - conf) / n if some else conf
+    judged = [stats.judge(k, c.estimate, m, level) for k, c, m in zip(kinds, cells, margins)]
+    if some:
+        after = [j.verdict for j in judged]
+        verdict = PASS if PASS in after else FAIL if all(a == FAIL for a in after) else INCONCLUSIVE
+    else:
+        verdict, after = stats.combine(judged, conf)
+    counts = {v: sum(a == v for a in after) for v in VERDICTS}
+    needed = None
+    plan = {}
+    if verdict == FAIL:
+        fails = [i for i, a in enumerate(after) if a == FAIL]
+        shown = min(fails, key=lambda i: judged[i].p_fail)
+    elif verdict == PASS:
+        passing = [i for i, a in enumerate(after) if a == PASS]
+        pick = max if some else min  # "some": the strongest passing cell; "every": the weakest
+        shown = pick(passing, key=lambda i: _room(kinds[i], judged[i].interval, margins[i]))
+    else:
+        undecided = [i for i, a in enumerate(after) if a != (FAIL if some else PASS)]
+        plan = {i: stats.replicates_needed(kinds[i], cells[i].estimate, margins[i], level, settings.power)
+                for i in undecided}
+        expect = {i: stats.expected(kinds[i], cells[i].estimate.value, margins[i])[0] for i in undecided}
+        decisive = FAIL if not some else PASS  # one such cell decides the claim: the cheapest
+        quick = [i for i in undecided if expect[i] == decisive and plan[i] is not None]
+        if quick:
+            shown = min(quick, key=lambda i: plan[i])
+        else:  # every cell must be decided: the most demanding decides
+            shown = max(undecided, key=lambda i: math.inf if plan[i] is None else plan[i])
+        needed = plan[shown]
+    cell = cells[shown]
+    est, ci = cell.estimate, judged[shown].interval
+    k, m = kinds[shown], margins[shown]
+    where = f" over {scope}" if scope else ""
+    shown_text = f"{cell.label}: {effect_text(est.value, ci)}" if ci else f"{cell.label}: {_f(est.value)} (no interval)"
+    against = _AGAINST[k].format(m=m)
+    if verdict == PASS:
+        if some:
+            reason = (f"{counts[PASS]} of {n} cell(s){where} have their interval {against} at the Bonferroni-"
+                      f"corrected level {level:.2%}; the clearest is {shown_text}")
+        elif n > 1:
+            reason = f"every one of {n} cell(s){where} has its {conf:.0%} interval {against}; the weakest is {shown_text}"
+        else:
+            reason = f"the {conf:.0%} interval is {against}: {shown_text}"
+    elif verdict == FAIL:
+        side = _FAIL_SIDE[k].format(m=m)
+        how = "every cell" if some else f"{counts[FAIL]} of {n} cell(s)"
+        corrected = "" if some else " after Holm's correction"
+        reason = f"{how}{where} {'lie' if some or counts[FAIL] > 1 else 'lies'} {side}{corrected}; the clearest is {shown_text}"
+    else:
+        undecided_cells = [cells[i] for i in plan]
+        reason = (f"{len(undecided_cells)} of {n} cell(s){where} undecided (their interval neither {against} nor "
+                  f"on the FAIL side), e.g. {shown_text}; " + _needed_text(needed, undecided_cells, settings))
+    if extra_reason:
+        reason += f"; {extra_reason}"
+    notes = list(dict.fromkeys(note for c in cells for note in c.estimate.notes))
+    return claim.row(
+        verdict, reason, estimate=est.value, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
+        margin=settings.margin, confidence=conf, replicates=est.replicates or None, test_examples=est.examples,
+        replicates_needed=needed, cells=n, cells_pass=counts[PASS], cells_fail=counts[FAIL],
+        compared=f"{cell.label}: {cell.detail}" if cell.detail else cell.label, note="; ".join(notes))
 
 
 # --------------------------------------------------------------------------- CSV and the printed table
@@ -159,10 +268,6 @@ def write_csv(rows: Iterable[Row], path: str | Path) -> None:
             for row in rows:
                 d = asdict(row)
                 writer.writerow([_cell(d[c]) for c in COLUMNS])
-
-
-_INTS = ("a_n", "b_n")
-_FLOATS = ("a_mean", "a_sd", "b_mean", "b_sd", "tolerance")
 
 
 def _parse(column: str, text: str, path: Path):
@@ -186,33 +291,151 @@ def read_csv(paths: Iterable[str | Path]) -> list[Row]:
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames != COLUMNS:
-                raise ValueError(f"{path}: not a claims table (columns {reader.fieldnames}, expected {COLUMNS})")
+                hint = (" (written by an older lotto: rerun `snakemake claims` to rebuild it)"
+                        if reader.fieldnames and "tolerance" in reader.fieldnames else "")
+                raise ValueError(f"{path}: not a claims table of this lotto (columns {reader.fieldnames}, "
+                                 f"expected {COLUMNS}){hint}")
             for rec in reader:
                 rows.append(Row(**{c: _parse(c, rec[c], path) for c in COLUMNS}))
     return rows
 
 
-def format_table(rows: Sequence[Row], width: int = 100) -> str:
-    """A plain-text table: one line per claim (verdict, family, id, tolerance), then, indented, the numbers
-    compared and the reason, wrapped at ``width``; last, a count of the verdicts."""
+def _effect_vs_margin(r: Row) -> str:
+    if r.kind == SANITY:
+        return ""
+    ci = None if r.ci_low is None or r.ci_high is None else (r.ci_low, r.ci_high)
+    eff = "" if r.estimate is None else effect_text(r.estimate, ci)
+    net = "(margin subtracted)" in r.effect  # superiority over a reference value: zoo-methods-differ
+    m = "" if r.margin is None else {
+        SUPERIORITY: f"> 0 (net of margin {r.margin:g})" if net else f"> 0, >= {r.margin:g}",
+        NONINFERIORITY: f"> -{r.margin:g}", EQUIVALENCE: f"within +-{r.margin:g}",
+        IFF: f"barrier vs eps {r.margin:.3g}"}[r.kind]
+    return f"{eff} vs {m}" if eff else m
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def format_table(rows: Sequence[Row], width: int = 120) -> str:
+    """The compact table a run prints last: per claim its verdict, id, effect [interval] vs margin and a
+    one-line reason; sanity checks apart; then the verdict counts. ``format_long`` has everything."""
     rows = list(rows)
     if not rows:
         return "no claims"
-    heads = ("verdict", "family", "claim", "tolerance")
-    cols = [[r.verdict for r in rows], [r.family for r in rows], [r.id for r in rows],
-            ["-" if r.tolerance is None else f"{r.tolerance:g}" for r in rows]]
-    widths = [max(len(h), *(len(v) for v in col)) for h, col in zip(heads, cols)]
+    claims = [r for r in rows if r.kind != SANITY]
+    sanity = [r for r in rows if r.kind == SANITY]
+    head = ("verdict", "claim", "effect [95% interval] vs margin")
+    conf = next((r.confidence for r in claims if r.confidence), 0.95)
+    head = (head[0], head[1], f"effect [{conf:.0%} interval] vs margin")
+    cols = [[r.verdict for r in claims], [r.id for r in claims], [_effect_vs_margin(r) for r in claims]]
+    widths = [max([len(h)] + [len(v) for v in col]) for h, col in zip(head, cols)]
 
     def line(values):
         return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
 
-    out = [line(heads), "-" * len(line(heads))]
-    for i, r in enumerate(rows):
+    out = [line(head)]
+    indent = " " * (widths[0] + 2)
+    for i, r in enumerate(claims):
         out.append(line([c[i] for c in cols]))
-        for label, text in (("compared", r.compared), ("why", r.reason)):
+        why = r.reason
+        if r.verdict == INCONCLUSIVE and r.replicates_needed:
+            why = f"needs ~{r.replicates_needed} replicates; " + why
+        out.append(indent + _one_line(why, max(width - len(indent), 40)))
+    counts = {v: sum(r.verdict == v for r in claims) for v in VERDICTS}
+    summary = f"{len(claims)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+    if sanity:
+        ok = sum(r.verdict == PASS for r in sanity)
+        out.append(f"sanity checks (not paper claims): {ok} of {len(sanity)} hold" + "".join(
+            f"; {r.id} {r.verdict}" for r in sanity if r.verdict != PASS))
+    out.append(summary)
+    return "\n".join(out)
+
+
+def format_long(rows: Sequence[Row], width: int = 100) -> str:
+    """Every column that matters, wrapped: for a reader who wants the whole story of each verdict."""
+    out = []
+    for r in rows:
+        out.append(f"{r.verdict:<12} {r.id} ({r.kind}, {r.family})")
+        for label, text in (("claim", r.claim), ("effect", r.effect), ("measured", _effect_vs_margin(r)),
+                            ("compared", r.compared), ("why", r.reason), ("note", r.note)):
             if text:
                 out += textwrap.wrap(text, width, initial_indent=f"    {label}: ",
                                      subsequent_indent=" " * (6 + len(label)))
-    counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
-    out.append(f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(out)
+
+
+def print_at_exit(table: str | Path, workflow, run: dict, names: set[str]) -> None:
+    """The Snakefile's exit hook: print the claims table (compact) as a run's last output, when the run asked for
+    it (no target, or one of ``names``) and either succeeded (``run['ended']``, set by onsuccess) or found
+    nothing to do (Snakemake built the DAG, found no job and ran no hook). Quiet in every other case: a failed
+    run, a report, a dry run, a listing."""
+    import sys
+
+    try:
+        if workflow.dryrun or workflow.touch:
+            return
+        targets = set(workflow.dag_settings.targets)
+        if targets and not targets & names:
+            return
+        dag = workflow.dag
+        nothing_to_do = run.get("ended") is None and dag is not None and len(dag) == 0
+        if not (run.get("ended") == "success" or nothing_to_do) or "--report" in sys.argv:
+            return
+        if not Path(table).is_file():
+            return
+        rows = read_csv([table])
+    except Exception as exc:  # never turn a finished run into a failure at exit
+        print(f"lotto: could not print the claims table {table}: {exc}", file=sys.stderr)
+        return
+    sys.stdout.write(f"\nClaims ({table}; every column: lotto claims-table --long {table}):\n")
+    sys.stdout.write(format_table(rows) + "\n")
+    sys.stdout.flush()
+
+
+_COLOURS = {PASS: "#007a5a", FAIL: "#c1440e", INCONCLUSIVE: "#8a6100"}  # Okabe-Ito hues, darkened for text
+
+
+def format_html(rows: Sequence[Row]) -> str:
+    """The report's claims table: one compact row per claim (verdict in colour and in words, id, kind, effect
+    [interval] vs margin), the claim, the reason and the notes folded under each row (``<details>``); sanity
+    checks in a second table. Fixed layout, wrapped text: it fits a 1,280-pixel window without scrolling."""
+    from html import escape
+
+    def table(part: Sequence[Row], caption: str) -> str:
+        out = [f'<table class="lotto-claims" style="table-layout:fixed;width:100%;border-collapse:collapse;'
+               f'font-size:0.8rem"><caption style="text-align:left;font-weight:600">{escape(caption)}</caption>',
+               '<colgroup><col style="width:7.5rem"><col><col style="width:16rem"></colgroup>',
+               "<thead><tr><th style='text-align:left'>verdict</th><th style='text-align:left'>claim</th>"
+               "<th style='text-align:left'>effect [interval] vs margin</th></tr></thead><tbody>"]
+        for r in part:
+            colour = _COLOURS[r.verdict]
+            more = [("claim", r.claim), ("effect", r.effect), ("compared", r.compared), ("why", r.reason),
+                    ("note", r.note)]
+            if r.verdict == INCONCLUSIVE and r.replicates_needed:
+                more.insert(0, ("to decide", f"about {r.replicates_needed} replicates"))
+            details = "".join(f"<p style='margin:0.2rem 0'><b>{k}</b>: {escape(v)}</p>" for k, v in more if v)
+            out.append(
+                f"<tr style='border-top:1px solid #e5e7eb;vertical-align:top'>"
+                f"<td style='color:{colour};font-weight:700;padding:0.25rem'>{r.verdict}</td>"
+                f"<td style='padding:0.25rem;overflow-wrap:anywhere'><code>{escape(r.id)}</code> "
+                f"<span style='color:#555'>({escape(r.kind)})</span>"
+                f"<details><summary style='cursor:pointer'>{escape(_one_line(r.reason, 110))}</summary>"
+                f"{details}</details></td>"
+                f"<td style='padding:0.25rem;overflow-wrap:anywhere'>{escape(_effect_vs_margin(r))}</td></tr>")
+        out.append("</tbody></table>")
+        return "".join(out)
+
+    claims = [r for r in rows if r.kind != SANITY]
+    sanity = [r for r in rows if r.kind == SANITY]
+    counts = ", ".join(f"{sum(r.verdict == v for r in claims)} {v}" for v in VERDICTS)
+    html = [table(claims, f"{len(claims)} claims: {counts}")]
+    if sanity:
+        html.append(table(sanity, "Sanity checks of the pipeline (not paper claims)"))
+    return "\n".join(html) + "\n"
+
+
+def write_html(rows: Sequence[Row], path: str | Path) -> None:
+    with atomic_write(path, suffix=".html") as tmp:
+        tmp.write_text(format_html(rows))

@@ -104,7 +104,10 @@ def cmd_claims_table(args) -> None:
     if args.out:
         claims.write_csv(rows, args.out)
         log(f"{len(rows)} claims from {len(args.parts)} tables -> {args.out}")
-    print(claims.format_table(rows))
+    if args.html:
+        claims.write_html(rows, args.html)
+        log(f"the report's claims table -> {args.html}")
+    print(claims.format_long(rows) if args.long else claims.format_table(rows))
 
 
 def cmd_training_curves(args) -> None:
@@ -228,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="mask file to write")
 
     sp = add("claims", cmd_claims,
-             "Check one family's papers' claims on its records: one row per claim (the numbers compared, the "
-             "tolerance of the config's claims section, and a verdict PASS, FAIL or INCONCLUSIVE) written as CSV "
-             "and printed as a table.")
+             "Check one family's papers' claims on its records: one row per claim (its kind, the effect with its "
+             "confidence interval, the margin of the config's claims section, and a verdict PASS, FAIL or "
+             "INCONCLUSIVE with the replicates that would decide it) written as CSV and printed as a table.")
     sp.add_argument("--family", required=True, help=f"experiment family: {', '.join(FAMILIES)}")
     sp.add_argument("--config", required=True,
                     help="YAML config file or inline JSON object with the claims section and the family's")
@@ -240,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("claims-table", cmd_claims_table,
              "Merge claims CSVs (lotto claims) into one and print it as a table; without --out, just print.")
     sp.add_argument("--out", default=None, help="merged CSV to write")
+    sp.add_argument("--html", default=None, help="the compact HTML table of the report to write")
+    sp.add_argument("--long", action="store_true",
+                    help="every column of every claim (the claim, the effect, the cell compared, the reason, notes)")
     sp.add_argument("parts", nargs="+", help="claims CSV files")
 
     sp = add("training-curves", cmd_training_curves,

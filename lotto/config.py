@@ -10,6 +10,7 @@ catalog ``lotto.datasets``), a local ``data.path`` that does not exist, duplicat
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 import os
@@ -37,10 +38,44 @@ def _registry_names(name: str) -> list[str]:
     raise KeyError(f"the schema names an unknown registry {name!r}")
 
 
+def _registry_properties(name: str) -> dict:
+    """The properties of an object the code's registries define (``x-registry-properties: R``)."""
+    if name == "claim_margins":
+        return {c.id: {"type": "number", "minimum": 0, "default": c.margin,
+                       "description": f"{c.kind}; {c.effect}. Why {c.margin:g}: {c.margin_why}"}
+                for c in all_claims() if c.margin is not None}
+    raise KeyError(f"the schema names an unknown registry {name!r}")
+
+
+def all_claims() -> list:
+    """Every claim of every registered family (their claims modules are import-light)."""
+    from lotto.families import FAMILIES
+
+    out = []
+    for family in FAMILIES.values():
+        out += list(importlib.import_module(family.claims).CLAIMS)
+    return out
+
+
+#: keys of the claims section before verdicts had intervals (a fixed tolerance on point estimates), and what
+#: replaced them: refused with that hint, so an old config fails with a sentence rather than a key list
+RETIRED_CLAIMS_KEYS = {
+    "accuracy_tolerance": "claims.margins.<claim id> (e.g. comp-union-matches-oneshot: 0.01)",
+    "overlap_tolerance": "claims.margins.comp-overlap-above-chance and the other overlap claims' margins",
+    "jaccard_tolerance": "claims.margins.zoo-methods-differ",
+    "barrier_tolerance": "nothing: the IMP claims use Paul et al.'s epsilon, the sd of the dense error",
+    "min_agreement": "nothing: imp-barrier-iff-matching judges every level pair with intervals",
+}
+
+
 def _resolve_registries(node) -> None:
-    """Fill ``x-registry: R`` (-> enum) and ``x-default-registry: R`` (-> default: every name) from the code's
-    registries, so that adding e.g. a pruning method needs no schema edit."""
+    """Fill ``x-registry: R`` (-> enum), ``x-default-registry: R`` (-> default: every name) and
+    ``x-registry-properties: R`` (-> properties, with their defaults) from the code's registries, so that
+    adding e.g. a pruning method or a claim needs no schema edit."""
     if isinstance(node, dict):
+        if "x-registry-properties" in node:
+            node["properties"] = _registry_properties(node.pop("x-registry-properties"))
+            node["additionalProperties"] = False
         if "x-registry" in node:
             node["enum"] = _registry_names(node.pop("x-registry"))
         if "x-default-registry" in node:
@@ -330,6 +365,12 @@ def validate(config: dict, partial: bool = False, check_paths: bool | None = Non
 
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}")
+    retired = [k for k in (config.get("claims") or {}) if k in RETIRED_CLAIMS_KEYS] \
+        if isinstance(config.get("claims"), dict) else []
+    if retired:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(
+            f"config key 'claims.{k}' is retired: verdicts now come from confidence intervals judged against "
+            f"per-claim margins (docs/claims.md); use {RETIRED_CLAIMS_KEYS[k]}" for k in retired))
     schema = load_schema()
     cfg = _coerce(copy.deepcopy(config), schema)
     bad = _non_finite(cfg, schema)

@@ -689,6 +689,7 @@ class DeviceData:
         self.num_classes = int(meta.get("num_classes", int(max(y_train.max(), y_test.max())) + 1))
         self._perm_key = None
         self._perm = None
+        self._test_ids: dict[int, str] = {}
 
     # -- loading ---------------------------------------------------------------------------------------------
 
@@ -721,6 +722,17 @@ class DeviceData:
             raise DataError(f"{path}: the 'meta' entry is not a JSON object ({exc})") from None
         return cls(a["x_train"], a["y_train"], a["x_test"], a["y_test"], a["mean"], a["std"], meta,
                    device=device, augment=augment, path=str(path))
+
+    def test_set_id(self, first: int | None = None) -> str:
+        """The identity of the (first ``first``) test examples, as per-example evidence records it
+        (:func:`lotto.evidence.test_set_id`: data set, count and a digest of the images and labels)."""
+        from lotto.evidence import test_set_id
+
+        n = self.num_test if first is None else min(int(first), self.num_test)
+        if n not in self._test_ids:
+            x = self.x_test[:n].permute(0, 2, 3, 1).cpu().numpy()  # back to the stored NHWC bytes
+            self._test_ids[n] = test_set_id(x, self.y_test[:n].cpu().numpy(), str(self.meta.get("dataset", "")))
+        return self._test_ids[n]
 
     def __repr__(self) -> str:
         return (f"DeviceData({self.meta.get('dataset')!r}, train={self.num_train}, test={self.num_test}, "

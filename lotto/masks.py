@@ -301,7 +301,29 @@ def overlap_ratio(masks: Sequence[Mask], sparsity: float) -> float:
 
 
 def chance_overlap(sparsity: float, k: int) -> float:
+    """s**(k-1): the chance overlap of k masks pruning a fraction s of one pool of weights uniformly."""
     return sparsity ** (k - 1)
+
+
+def chance_overlap_exact(masks: Sequence[Mask], sparsity: float) -> float:
+    """The expected overlap ratio of k random masks with the same per-layer pruned counts as ``masks``.
+
+    Global magnitude pruning prunes each layer to its own sparsity (small first layers little, wide ones a
+    lot), and weights of a heavily pruned layer coincide by chance more often than s**(k-1) says: with d_l
+    weights in layer l and p_lj of them pruned by mask j, k independent uniformly random masks with those
+    counts prune sum_l d_l * prod_j (p_lj / d_l) weights in common on average; divided by s*d, as the overlap
+    ratio is. Equal to s**(k-1) when every layer has sparsity s."""
+    check_same_layout(masks)
+    counts = [m.per_layer_counts() for m in masks]
+    d = masks[0].total
+    common = 0.0
+    for name, shape in masks[0].layout:
+        size = math.prod(shape)
+        frac = 1.0
+        for c in counts:
+            frac *= (size - c[name][0]) / size
+        common += size * frac
+    return common / (sparsity * d)
 
 
 def jaccard_distance(a: Mask, b: Mask, which: str = "kept") -> float:

@@ -143,7 +143,7 @@ def run_training(
     written when the run finishes; a resumed run writes the rows of an uninterrupted one.
     Raises ``lotto.train.Interrupted`` after saving that state when SIGTERM arrives.
     """
-    from lotto import curves, io, train
+    from lotto import curves, evidence, io, train
     from lotto.data import DeviceData
     from lotto.masks import Mask, check_fits
     from lotto.provenance import provenance
@@ -212,6 +212,8 @@ def run_training(
             "test_accuracy": result["accuracy"],
             "test_loss": result["loss"],
             "test_examples": result["examples"],
+            # which test examples it got right: the claims pair models example by example (lotto.evidence)
+            evidence.KEY: evidence.pack(result["correct"], data.test_set_id()),
             "step": end,
             "checkpoint": str(out),
             "sparsity": mask.sparsity() if mask else 0.0,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -204,18 +205,21 @@ class SGD:
 
 @torch.no_grad()
 def evaluate(model, batches, device) -> dict:
-    """Mean loss and accuracy over (x, y) batches, in eval mode."""
+    """Mean loss and accuracy over (x, y) batches, in eval mode; ``correct``: which examples (in batch order)
+    were classified correctly, a numpy bool vector (the per-example evidence the claims pair models on)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, hits = 0.0, []
     with torch.inference_mode():
         for x, y in batches:
             out = model(x)
             loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-            n += y.numel()
+            hits.append((out.argmax(1) == y).cpu())
     model.train(was_training)
-    return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1), "examples": n}
+    correct = torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
+    n = int(correct.size)
+    return {"loss": loss_sum / max(n, 1), "accuracy": int(correct.sum()) / max(n, 1), "examples": n,
+            "correct": correct}
 
 
 def fingerprint(**parts) -> str:

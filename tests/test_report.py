@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -128,7 +129,11 @@ def test_landing_page_renders_every_section_for_every_shipped_config(path, tmp_p
         cat = categories.setdefault(Category(lotto_report.category(section, cfg)), {})
         cat.setdefault(Category(sub), []).append(Result(f, {"mirrors": "a paper"}))
 
-    add(lotto_report.CLAIMS, "Other", "claims.csv", b"id,claim,verdict\nc1,a claim,PASS\n")
+    from lotto import claims as core
+
+    row = core.Row("composability", "c1", "superiority", "PASS", "a claim", estimate=0.1, ci_low=0.05, ci_high=0.15,
+                   margin=0.01, confidence=0.95, reason="it holds")
+    add(lotto_report.CLAIMS, "Other", "claims.html", core.format_html([row]).encode())
     for family in (f for f in FAMILIES if cfg.get(f)):
         for name, (sub, _) in lotto_report.FIGURES[family].items():
             add(family, sub, f"{name}.png", b"\x89PNG\r\n\x1a\n" + name.encode())
@@ -304,9 +309,14 @@ def test_the_rendered_report_shows_the_claims_tables_config_and_provenance(run, 
     page, shot = rendered
     tables = run / EXP / "tables"
     claims = _csv(tables / "claims.csv")
-    assert page.tables.get("lotto-claims") == claims and len(claims) > 5  # header and a row per claim
+    head = claims[0]
+    shown = page.tables.get("lotto-claims")  # the compact table: verdict, claim (details folded), effect
+    assert shown and [r[0] for r in shown if r[0] != "verdict"] == [r[head.index("verdict")] for r in claims[1:]]
+    for r, rec in zip([r for r in shown if r[0] != "verdict"], claims[1:]):
+        assert r[1].startswith(rec[head.index("id")]) and rec[head.index("kind")] in r[1]
     landing = " ".join(page.text.get("lotto-experiment-tiny", "").split())  # the report's first page
-    assert 0 <= landing.index(claims[1][1]) < landing.index("1 Overlap of pruned weights")  # verdicts first
+    first = claims[1][head.index("id")]
+    assert 0 <= landing.index(first) < landing.index("1 Overlap of pruned weights")  # verdicts first
     for name in ("overlap", "accuracy", "provenance"):
         assert page.tables.get(_container_id(f"{name}.csv")) == _csv(tables / f"{name}.csv"), name
     rows = _csv(tables / "provenance.csv")
@@ -321,3 +331,23 @@ def test_the_rendered_report_shows_the_claims_tables_config_and_provenance(run, 
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
     assert (ARTIFACTS / "report-tiny.png").read_bytes() == png
+
+
+@pytest.mark.slow
+def test_the_claims_table_fits_a_1280_pixel_window(run, tmp_path):
+    """Measured by the browser itself: a script added to a copy of the report writes the claims table's scroll
+    and client widths into the page once the report has rendered, at a 1,280 x 900 window."""
+    chromium = _chromium()
+    page = tmp_path / "report.html"
+    probe = ("<script>setTimeout(function () {var t = document.querySelector('#lotto-claims table');"
+             "var d = document.createElement('div'); d.id = 'lotto-width-probe';"
+             "d.textContent = t ? (t.scrollWidth + ' ' + t.parentElement.clientWidth + ' ' + "
+             "document.documentElement.scrollWidth + ' ' + window.innerWidth) : 'none';"
+             "document.body.appendChild(d);}, 15000);</script>")
+    html = (run / "report.html").read_text()
+    page.write_text(html.replace("</body>", probe + "</body>") if "</body>" in html else html + probe)
+    dom = _browse(chromium, page, tmp_path, "--dump-dom", "--window-size=1280,900").stdout
+    found = re.search(r'id="lotto-width-probe">([^<]*)<', dom)
+    assert found and found.group(1) != "none", "the claims table was not found on the rendered page"
+    table, box, document, window = (int(v) for v in found.group(1).split())
+    assert table <= box and document <= window, found.group(1)

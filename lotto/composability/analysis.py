@@ -82,7 +82,8 @@ def _as_float(path: Path, key: str, value, allow_none: bool = False) -> float | 
     return float(value)
 
 
-def _parse_record(path: Path, rec) -> dict:
+def parse_record(path: Path, rec) -> dict:
+    """One compose or metrics record, checked and typed (the columns of :data:`RECORD_COLUMNS`)."""
     if not isinstance(rec, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(rec).__name__}")
     kind = _record_kind(path, rec)
@@ -162,7 +163,7 @@ def load_records(paths: Iterable[str | Path]) -> pd.DataFrame:
             rec = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        rows.append(_parse_record(path, rec))
+        rows.append(parse_record(path, rec))
     df = pd.DataFrame(rows, columns=RECORD_COLUMNS)
     return _typed(df)
 

@@ -53,7 +53,9 @@ def cmd_compose(args) -> None:
         "target_kept": target_kept,
         "total": d,
         "overlap": M.overlap_ratio(loaded, s),
-        "chance": M.chance_overlap(s, k),
+        # chance for random masks with the siblings' per-layer pruned counts (global pruning's layers differ)
+        "chance": M.chance_overlap_exact(loaded, s),
+        "chance_uniform": M.chance_overlap(s, k),
         "parents": parents,
         "checkpoints": [str(c) for c in args.checkpoints or []],
     }

@@ -154,7 +154,7 @@ def cmd_imp_adaptive_prune(args) -> None:
 
 def cmd_imp_path(args) -> None:
     _setup_torch(args.threads)
-    from lotto import io
+    from lotto import evidence, io
     from lotto.imp import connectivity as C
 
     betas = _betas(args.beta_grid)
@@ -163,6 +163,7 @@ def cmd_imp_path(args) -> None:
     b = s.load(args.b)
     score = s.scorer("test", args.test_size, args.bn_stats, args.bn_images)
     curve = C.path(score, a, b, betas)
+    test_id = s.data.test_set_id(sum(len(y) for _, y in score.eval_batches))
     errors = [c["error"] for c in curve]
     record = {
         **_labels(args.labels),
@@ -180,6 +181,9 @@ def cmd_imp_path(args) -> None:
         "sparsity_b": _zero_fraction(b, s.names),
         "bn_stats": args.bn_stats,
         "test_examples": sum(len(y) for _, y in score.eval_batches),
+        # per beta, which test examples the interpolated network got right: the barrier's test-set noise
+        # is estimated from them, paired across the path (lotto.evidence)
+        "test_correct": [evidence.pack(c["correct"], test_id) for c in curve],
     }
     io.write_json(args.out, record)
     _log(f"path {args.a} -> {args.b}: errors {errors[0]:.4f} .. {errors[-1]:.4f}, max {record['max_error']:.4f}, "

@@ -108,7 +108,7 @@ class Scorer:
         if self.has_bn and self.bn_stats == "recompute":
             recompute_bn(self.model, self.bn_batches)
         r = evaluate(self.model, self.eval_batches, self.device)
-        return {"loss": r["loss"], "accuracy": r["accuracy"], "error": 1.0 - r["accuracy"]}
+        return {"loss": r["loss"], "accuracy": r["accuracy"], "error": 1.0 - r["accuracy"], "correct": r["correct"]}
 
 
 def to_device(state: dict, device) -> dict:
@@ -131,7 +131,7 @@ def limit_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], limit: i
 
 # --------------------------------------------------------------------------- paths
 def path(score: Callable[[dict], dict], a: dict, b: dict, betas: Sequence[float]) -> list[dict]:
-    """Score (1 - beta) a + beta b at every beta: [{beta, loss, accuracy, error}, ...]."""
+    """Score (1 - beta) a + beta b at every beta: [{beta, loss, accuracy, error, correct}, ...]."""
     return [{"beta": float(beta), **score(interpolate(a, b, float(beta)))} for beta in betas]
 
 

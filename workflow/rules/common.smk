@@ -293,15 +293,18 @@ def ticket_labels(w):
 
 
 def comp_claim_inputs():
-    """The records the composability claims read (lotto/composability/claims.py), and no more: intersection
-    sidecars (overlap, and sparsity per k) at every t; unions and intersections retrained at the largest t (every k)
-    and at t=0 (k=2); the one-shot curve at the largest t; the random ticket at the one sparsity its claim uses."""
+    """The records the composability claims read (lotto/composability/claims.py), and no more: every sibling mask
+    at t=0 and the largest t (the overlaps), intersection sidecars at every t (the sanity check), unions and
+    intersections retrained at the largest t (every k) and at t=0 (k=2), the one-shot curve at both, and the
+    random ticket at the one sparsity its claim uses."""
     top = max(PRES)
-    recs = [compose_record(r, p, k, "intersection", s) for r in REPS for p in PRES for k in KS for s in SPARSITIES]
+    ends = sorted({0, top} & set(PRES))
+    recs = [sibling_mask(r, p, i, s) for r in REPS for p in ends for i in SIBLINGS for s in SPARSITIES]
+    recs += [compose_record(r, p, k, "intersection", s) for r in REPS for p in PRES for k in KS for s in SPARSITIES]
     composed = [(top, k) for k in KS] + ([(0, 2)] if 0 in PRES and top != 0 else [])
     recs += [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p, k in composed
              for op in ("union", "intersection") for s in SPARSITIES]
-    recs += [ticket_metrics(r, top, "oneshot", s) for r in REPS for s in SPARSITIES]
+    recs += [ticket_metrics(r, p, "oneshot", s) for r in REPS for p in ends for s in SPARSITIES]
     cl = config["claims"]
     point = random_ticket_point(COMP["sparsities"], cl["random_ticket_min_sparsity"], cl["random_ticket_max_sparsity"])
     if point is not None:
@@ -456,6 +459,9 @@ if ZOO:
         masks = zoo_masks([ZOO_MAIN], iterations=[ZOO_N])
         masks += [zoo_ticket_mask(r, f"bespoke_{t}") for r in ZOO_REPS for t in ZOO_TASKS]
         rounds = [f"{zoo_dir(r, ZOO_MAIN, m, h, ZOO_N)}/metrics.json" for r in ZOO_REPS for m, h in zoo_runs(ZOO_MAIN)]
+        # every round of each task's bespoke run: the consensus is compared with the run at its own sparsity
+        rounds += [f"{zoo_dir(r, t, ZOO_TM, ZOO_TH, n)}/metrics.json" for r in ZOO_REPS for t in ZOO_TASKS
+                   for n in range(1, ZOO_N + 1)]
         transfer = [zoo_transfer_metrics(r, k, t) for r in ZOO_REPS for k in ZOO_TICKETS for t in ZOO_TASKS]
         return list(dict.fromkeys(masks + rounds + transfer))
 
@@ -636,6 +642,7 @@ if IMP:
 from lotto.families import FAMILIES as _FAMILIES  # noqa: E402
 
 CLAIMS_TABLE = f"{ROOT}/tables/claims.csv"
+CLAIMS_HTML = f"{ROOT}/tables/claims.html"  # the report's compact table
 
 
 def claims_part(family):

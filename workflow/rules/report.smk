@@ -14,15 +14,16 @@ rule claims:
     input:
         claims_parts(),
     output:
-        report_run(CLAIMS_TABLE, "claims"),
+        csv=CLAIMS_TABLE,
+        html=report_run(CLAIMS_HTML, "claims"),
     log:
         f"{ROOT}/logs/claims.log",
     localrule: True
     conda:
         LOTTO_ENV
     shell:
-        # stdout is the table, left on the terminal; the log gets the rest
-        "lotto claims-table --out {output} {input} 2> {log}"
+        # printed once, as the run's last output (the Snakefile's exit hook), not here between the jobs
+        "lotto claims-table --out {output.csv} --html {output.html} {input} > {log} 2>&1"
 
 
 rule report_config:
@@ -58,4 +59,4 @@ rule provenance:
         "lotto provenance --under {params.root} --out {output} > {log} 2>&1"
 
 
-TARGETS += [CLAIMS_TABLE, RUN_CONFIG, PROVENANCE_TABLE]
+TARGETS += [CLAIMS_TABLE, CLAIMS_HTML, RUN_CONFIG, PROVENANCE_TABLE]
