@@ -136,6 +136,7 @@ class Cell:
     detail: str = ""
     kind: str | None = None  # a cell judged by another rule than its claim's (e.g. "and matching there")
     margin: float | None = None  # its own margin (e.g. a data-derived epsilon)
+    hint: str = ""  # what decides it when replicates cannot (e.g. a config entry)
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -157,14 +158,17 @@ def _room(kind: str, ci: tuple[float, float], margin: float) -> float:
     return margin - max(abs(lo), abs(hi))
 
 
-def _needed_text(needed: int | None, undecided: Sequence[Cell], settings: Settings) -> str:
-    power = f"{settings.power:.0%} power"
+def _needed_text(needed: int | None, cell: Cell, settings: Settings) -> str:
     if needed is not None:
-        return f"about {needed} replicates would decide it at {power} (from the observed effect and spread)"
-    if any(c.estimate.se is None for c in undecided):
-        return "at least 2 replicates are needed to estimate the seed noise; then the spread says how many decide it"
-    return ("no number of replicates decides it at the observed effect: it sits on the margin, or the noise "
-            "replicates cannot shrink (the test set's size, a bracketed reading) is too large")
+        return f"~{needed} replicates would decide it ({settings.power:.0%} power, observed spread)"
+    est = cell.estimate
+    if est.se is None and not est.bounds:
+        return "needs 2+ replicates to estimate the seed noise"
+    if cell.hint:
+        return f"not by replicates: {cell.hint}"
+    if est.floor > 0:
+        return "not by replicates: the test set is too small for this margin"
+    return "not by replicates: the effect sits on the margin"
 
 
 _AGAINST = {SUPERIORITY: "above 0 and not below the margin {m:g}", NONINFERIORITY: "above -{m:g}",
@@ -225,21 +229,22 @@ def settle(claim: Claim, cells: Sequence[Cell], settings: Settings, *, scope: st
     against = _AGAINST[k].format(m=m)
     if verdict == PASS:
         if some:
-            reason = (f"{counts[PASS]} of {n} cell(s){where} have their interval {against} at the Bonferroni-"
-                      f"corrected level {level:.2%}; the clearest is {shown_text}")
+            reason = (f"{counts[PASS]} of {n} cells{where} pass at the Bonferroni-corrected level "
+                      f"{level:.2%}; clearest {shown_text}")
         elif n > 1:
-            reason = f"every one of {n} cell(s){where} has its {conf:.0%} interval {against}; the weakest is {shown_text}"
+            reason = f"all {n} cells{where} pass ({conf:.0%} intervals {against}); weakest {shown_text}"
         else:
-            reason = f"the {conf:.0%} interval is {against}: {shown_text}"
+            reason = f"interval {against}: {shown_text}"
     elif verdict == FAIL:
         side = _FAIL_SIDE[k].format(m=m)
-        how = "every cell" if some else f"{counts[FAIL]} of {n} cell(s)"
-        corrected = "" if some else " after Holm's correction"
-        reason = f"{how}{where} {'lie' if some or counts[FAIL] > 1 else 'lies'} {side}{corrected}; the clearest is {shown_text}"
+        if some:
+            reason = f"every cell{where} fails ({side}); clearest {shown_text}"
+        else:
+            reason = f"{counts[FAIL]} of {n} cells{where} fail ({side}, after Holm's correction); clearest {shown_text}"
     else:
-        undecided_cells = [cells[i] for i in plan]
-        reason = (f"{len(undecided_cells)} of {n} cell(s){where} undecided (their interval neither {against} nor "
-                  f"on the FAIL side), e.g. {shown_text}; " + _needed_text(needed, undecided_cells, settings))
+        undecided = len(plan)
+        reason = (f"{_needed_text(needed, cell, settings)}; {undecided} of {n} cells{where} undecided (neither "
+                  f"{against} nor on the FAIL side), e.g. {shown_text}")
     if extra_reason:
         reason += f"; {extra_reason}"
     notes = list(dict.fromkeys(note for c in cells for note in c.estimate.notes))
@@ -339,10 +344,7 @@ def format_table(rows: Sequence[Row], width: int = 120) -> str:
     indent = " " * (widths[0] + 2)
     for i, r in enumerate(claims):
         out.append(line([c[i] for c in cols]))
-        why = r.reason
-        if r.verdict == INCONCLUSIVE and r.replicates_needed:
-            why = f"needs ~{r.replicates_needed} replicates; " + why
-        out.append(indent + _one_line(why, max(width - len(indent), 40)))
+        out.append(indent + _one_line(r.reason, max(width - len(indent), 40)))
     counts = {v: sum(r.verdict == v for r in claims) for v in VERDICTS}
     summary = f"{len(claims)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items())
     if sanity:

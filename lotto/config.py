@@ -414,10 +414,16 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
             )
     if "ks" in comp and 2 not in comp["ks"]:
         problems.append("config key 'composability.ks': must include 2 (figures 1a and 2a/2b compare pairs)")
-    if comp["baseline_sibling"] > max(comp["ks"]):
+    siblings = comp.get("siblings") or max(comp["ks"])
+    if siblings < max(comp["ks"]):
+        problems.append(
+            f"config key 'composability.siblings': {siblings} siblings cannot make compositions of "
+            f"max(composability.ks) = {max(comp['ks'])}; use at least {max(comp['ks'])} (or null)"
+        )
+    if comp["baseline_sibling"] > siblings:
         problems.append(
             f"config key 'composability.baseline_sibling': {comp['baseline_sibling']} exceeds the number "
-            f"of siblings trained (max of composability.ks = {max(comp['ks'])})"
+            f"of siblings trained ({siblings}: composability.siblings, or max of composability.ks)"
         )
     for i, op in enumerate(comp.get("ops", [])):
         m = int(op[4:]) if op.startswith("vote") else None  # the schema's pattern admits vote<m>, m >= 1

@@ -339,11 +339,11 @@ def test_the_claims_table_fits_a_1280_pixel_window(run, tmp_path):
     and client widths into the page once the report has rendered, at a 1,280 x 900 window."""
     chromium = _chromium()
     page = tmp_path / "report.html"
-    probe = ("<script>setTimeout(function () {var t = document.querySelector('#lotto-claims table');"
+    probe = ("<script>setTimeout(function () {var t = document.querySelector('table.lotto-claims');"
              "var d = document.createElement('div'); d.id = 'lotto-width-probe';"
              "d.textContent = t ? (t.scrollWidth + ' ' + t.parentElement.clientWidth + ' ' + "
              "document.documentElement.scrollWidth + ' ' + window.innerWidth) : 'none';"
-             "document.body.appendChild(d);}, 15000);</script>")
+             "document.body.appendChild(d);}, 25000);</script>")
     html = (run / "report.html").read_text()
     page.write_text(html.replace("</body>", probe + "</body>") if "</body>" in html else html + probe)
     dom = _browse(chromium, page, tmp_path, "--dump-dom", "--window-size=1280,900").stdout

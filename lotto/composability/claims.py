@@ -282,6 +282,8 @@ def _pretraining_raises_overlap(rec: _Records, settings: Settings) -> Row:
 
 
 # --------------------------------------------------------------------------- accuracy
+MATCH_HINT = ("set composability.match_sparsity: true or add grid sparsities (one-shot pruning is read between "
+              "or beyond its grid points)")
 BRACKET_NOTE = ("one-shot pruning read between the grid points that bracket a composed sparsity (set "
                 "composability.match_sparsity: true, or add grid points, to compare at the same sparsity)")
 
@@ -316,7 +318,8 @@ def _matches_oneshot(rec: _Records, claim: Claim, op: str, settings: Settings) -
         where = ("outside the one-shot grid" if "outside" in reading.where else
                  "between grid points" if "between" in reading.where else "at the same sparsity")
         cells.append(Cell(f"k={k}, s={_f(s)}", est,
-                          f"{op} (sparsity {sp:.4f}) {acc:.3f} vs one-shot {acc - est.value:.3f} ({where})"))
+                          f"{op} (sparsity {sp:.4f}) {acc:.3f} vs one-shot {acc - est.value:.3f} ({where})",
+                          hint=MATCH_HINT if where != "at the same sparsity" else ""))
     if not cells:
         return claim.inconclusive(f"no replicate has both {op} and one-shot tickets at t={t}", settings)
     return settle(claim, cells, settings, scope=f"every (k, s) at t={t}")
@@ -401,7 +404,7 @@ def _pretraining_helps_composition(rec: _Records, settings: Settings, random_set
     left_out = f"; {len(outside)} cell(s) outside the one-shot grid left out" if outside else ""
     cell = Cell(f"k=2, {len(cells)} (op, s) cell(s)", est,
                 f"composed accuracy t=0 {loss0:.3f} vs t={T} {lossT:.3f}, each against one-shot at its own t"
-                f"{left_out}")
+                f"{left_out}", hint=MATCH_HINT if "between" in reading.where else "")
     # the effect is capped by the gap between one-shot pruning and a random ticket: unresolved, undecidable
     random_cell, why = _random_cell(rec, grid, lo, hi)
     if random_cell is None:
@@ -414,8 +417,9 @@ def _pretraining_helps_composition(rec: _Records, settings: Settings, random_set
 
         ci = effect_text(random_cell.estimate.value, gap.interval)
         return replace(row, verdict="INCONCLUSIVE", replicates_needed=None, reason=(
-            f"the run does not resolve one-shot pruning from a random ticket ({random_cell.label}: {ci}), which "
-            f"caps the effect: more replicates, training or test examples first; the effect itself: {row.reason}"))
+            f"one-shot pruning is not resolved from a random ticket ({random_cell.label}: {ci}), and that gap caps "
+            f"the effect: decide comp-random-below-oneshot first (replicates, training, test examples); the effect "
+            f"itself: {row.reason}"))
     return row
 
 
