@@ -677,3 +677,7 @@ def test_snakemake_claims_on_the_tiny_config(tmp_path):
     # and a dry run does not
     dry = snakemake(["-n", "claims", "--cores", "2", "--configfile", "workflow/configs/tiny.yaml"], cwd=work)
     assert "claims:" not in dry.stdout
+    # the report of a claims-only run: what is there, and a line on how to build the rest
+    rep = snakemake(["--report", "report.html", "--configfile", "workflow/configs/tiny.yaml"], cwd=work)
+    assert "comp-overlap-above-chance" in (work / "report.html").read_text()
+    assert "not built yet" in rep.stderr and "snakemake --cores N --configfile workflow/configs/tiny.yaml" in rep.stderr

@@ -2,6 +2,7 @@
 import json
 import os
 import shlex
+import sys
 
 from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES as COMP_FIGURES, xscale_for
 from lotto.composability.claims import random_ticket_point
@@ -673,27 +674,41 @@ def report_caption(stem):
     return lotto_report.caption(stem) if os.path.exists(os.path.join(_REPORT_DIR, f"{stem}.rst")) else None
 
 
+# `snakemake --report` alone (no --report-after-run) renders what is there: Snakemake refuses a report with a
+# marked file missing, which after e.g. `snakemake claims` is every figure. A file not built yet is left unmarked
+# and counted, and the run says how to build the rest (report_missing_note in report.smk).
+REPORT_ONLY = workflow.is_main_process and "--report" in sys.argv and "--report-after-run" not in sys.argv
+REPORT_MISSING = []
+
+
+def _for_report(path, **marks):
+    if REPORT_ONLY and not os.path.exists(path):
+        REPORT_MISSING.append(path)
+        return path
+    return report(path, **marks)
+
+
 def report_figure(family, name, files):
     """A figure rule's outputs, its .png marked for the report under the family's category."""
     sub, mirrors = lotto_report.FIGURES.get(family, {}).get(name, ("8 Other figures", ""))
     png = dict(caption=report_caption(name), category=lotto_report.category(family, config), subcategory=sub,
                labels={"figure": name, "mirrors": mirrors})
-    return [report(f, **png) if f.endswith(".png") else f for f in files]
+    return [_for_report(f, **png) if f.endswith(".png") else f for f in files]
 
 
 def report_tables(family, paths):
     """A family's summary tables (results/<experiment>/tables/<name>.csv), marked for the report."""
     stems = dict(lotto_report.TABLES.get(family, []))
-    return [report(p, caption=report_caption(stems.get(os.path.basename(p)[: -len(".csv")], "")),
-                   category=lotto_report.category(family, config), subcategory=lotto_report.TABLES_SUBCATEGORY,
-                   labels={"file": os.path.basename(p)}) for p in paths]
+    return [_for_report(p, caption=report_caption(stems.get(os.path.basename(p)[: -len(".csv")], "")),
+                        category=lotto_report.category(family, config), subcategory=lotto_report.TABLES_SUBCATEGORY,
+                        labels={"file": os.path.basename(p)}) for p in paths]
 
 
 def report_run(path, stem):
     """A file of the report's first (claims) or last (config, provenance) section."""
     section = lotto_report.CLAIMS if stem == "claims" else lotto_report.RUN
-    return report(path, caption=report_caption(stem), category=lotto_report.category(section, config),
-                  labels={"file": os.path.basename(path)})
+    return _for_report(path, caption=report_caption(stem), category=lotto_report.category(section, config),
+                       labels={"file": os.path.basename(path)})
 
 
 def provenance_sources():

@@ -60,3 +60,9 @@ rule provenance:
 
 
 TARGETS += [CLAIMS_TABLE, CLAIMS_HTML, RUN_CONFIG, PROVENANCE_TABLE]
+
+
+if REPORT_MISSING:
+    print(f"lotto: the report shows what this run has built; {len(REPORT_MISSING)} of its files are not built yet "
+          f"(e.g. {REPORT_MISSING[0]}). Build them, then the report again: snakemake --cores N "
+          f"{' '.join(a for a in sys.argv[1:] if a != '--report' and not a.endswith('.html'))}", file=sys.stderr)
