@@ -60,7 +60,7 @@ class Claim:
                              "claims (whose threshold comes from the data)")
 
     def row(self, verdict: str, reason: str, **values) -> "Row":
-        return Row(family=self.family, id=self.id, kind=self.kind, verdict=verdict, claim=self.sentence,
+        return Row(family=self.family, id=self.id, type=self.kind, verdict=verdict, claim=self.sentence,
                    effect=self.effect, reason=reason, **values)
 
     def inconclusive(self, reason: str, settings: "Settings | None" = None, compared: str = "") -> "Row":
@@ -94,7 +94,7 @@ class Row:
 
     family: str
     id: str
-    kind: str
+    type: str  # the claim's kind: superiority, non-inferiority, equivalence, iff or sanity
     verdict: str
     claim: str
     effect: str = ""
@@ -116,8 +116,8 @@ class Row:
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"claim {self.id}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
-        if self.kind not in KINDS:
-            raise ValueError(f"claim {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.type not in KINDS:
+            raise ValueError(f"claim {self.id}: type must be one of {KINDS}, got {self.type!r}")
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -306,7 +306,7 @@ def read_csv(paths: Iterable[str | Path]) -> list[Row]:
 
 
 def _effect_vs_margin(r: Row) -> str:
-    if r.kind == SANITY:
+    if r.type == SANITY:
         return ""
     ci = None if r.ci_low is None or r.ci_high is None else (r.ci_low, r.ci_high)
     eff = "" if r.estimate is None else effect_text(r.estimate, ci)
@@ -314,7 +314,7 @@ def _effect_vs_margin(r: Row) -> str:
     m = "" if r.margin is None else {
         SUPERIORITY: f"> 0 (net of margin {r.margin:g})" if net else f"> 0, >= {r.margin:g}",
         NONINFERIORITY: f"> -{r.margin:g}", EQUIVALENCE: f"within +-{r.margin:g}",
-        IFF: f"barrier vs eps {r.margin:.3g}"}[r.kind]
+        IFF: f"barrier vs eps {r.margin:.3g}"}[r.type]
     return f"{eff} vs {m}" if eff else m
 
 
@@ -329,8 +329,8 @@ def format_table(rows: Sequence[Row], width: int = 120) -> str:
     rows = list(rows)
     if not rows:
         return "no claims"
-    claims = [r for r in rows if r.kind != SANITY]
-    sanity = [r for r in rows if r.kind == SANITY]
+    claims = [r for r in rows if r.type != SANITY]
+    sanity = [r for r in rows if r.type == SANITY]
     head = ("verdict", "claim", "effect [95% interval] vs margin")
     conf = next((r.confidence for r in claims if r.confidence), 0.95)
     head = (head[0], head[1], f"effect [{conf:.0%} interval] vs margin")
@@ -359,7 +359,7 @@ def format_long(rows: Sequence[Row], width: int = 100) -> str:
     """Every column that matters, wrapped: for a reader who wants the whole story of each verdict."""
     out = []
     for r in rows:
-        out.append(f"{r.verdict:<12} {r.id} ({r.kind}, {r.family})")
+        out.append(f"{r.verdict:<12} {r.id} ({r.type}, {r.family})")
         for label, text in (("claim", r.claim), ("effect", r.effect), ("measured", _effect_vs_margin(r)),
                             ("compared", r.compared), ("why", r.reason), ("note", r.note)):
             if text:
@@ -422,15 +422,15 @@ def format_html(rows: Sequence[Row]) -> str:
                 f"<tr style='border-top:1px solid #e5e7eb;vertical-align:top'>"
                 f"<td style='color:{colour};font-weight:700;padding:0.25rem'>{r.verdict}</td>"
                 f"<td style='padding:0.25rem;overflow-wrap:anywhere'><code>{escape(r.id)}</code> "
-                f"<span style='color:#555'>({escape(r.kind)})</span>"
+                f"<span style='color:#555'>({escape(r.type)})</span>"
                 f"<details><summary style='cursor:pointer'>{escape(_one_line(r.reason, 110))}</summary>"
                 f"{details}</details></td>"
                 f"<td style='padding:0.25rem;overflow-wrap:anywhere'>{escape(_effect_vs_margin(r))}</td></tr>")
         out.append("</tbody></table>")
         return "".join(out)
 
-    claims = [r for r in rows if r.kind != SANITY]
-    sanity = [r for r in rows if r.kind == SANITY]
+    claims = [r for r in rows if r.type != SANITY]
+    sanity = [r for r in rows if r.type == SANITY]
     counts = ", ".join(f"{sum(r.verdict == v for r in claims)} {v}" for v in VERDICTS)
     html = [table(claims, f"{len(claims)} claims: {counts}")]
     if sanity:

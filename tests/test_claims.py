@@ -198,7 +198,7 @@ def test_composability_one_row_per_claim_all_pass(comp_pass):
     assert {r.verdict for r in comp_pass} == {"PASS"}, core.format_long(comp_pass)
     for r in comp_pass:
         assert r.family == "composability" and r.compared and r.reason
-        if r.kind != core.SANITY:
+        if r.type != core.SANITY:
             assert r.ci_low <= r.estimate <= r.ci_high and r.margin is not None and r.confidence == 0.95
 
 
@@ -241,7 +241,7 @@ def test_pretraining_raises_overlap(comp_pass, tmp_path):
                                        (comp.INTERSECTION_MATCHES_ONESHOT, "intersection")])
 def test_composed_masks_match_oneshot(comp_pass, tmp_path, claim, op):
     row = _row(comp_pass, claim)
-    assert row.kind == "equivalence" and row.cells == 6 and -0.01 < row.ci_low and row.ci_high < 0.01
+    assert row.type == "equivalence" and row.cells == 6 and -0.01 < row.ci_low and row.ci_high < 0.01
     assert "at the same sparsity" in row.compared
     # a consistent deficit of 0.03 on every cell: outside the margin, FAIL
     row = _row(comp_eval(comp_world(tmp_path / "f", top_delta={op: -0.03})), claim)
@@ -289,7 +289,7 @@ def test_old_records_without_per_example_results_still_get_verdicts(tmp_path):
 
 def test_intersections_sparser_is_a_sanity_check(comp_pass, tmp_path):
     row = _row(comp_pass, comp.INTERSECTIONS_SPARSER)
-    assert row.kind == "sanity" and row.verdict == "PASS" and row.estimate > 0
+    assert row.type == "sanity" and row.verdict == "PASS" and row.estimate > 0
     row = _row(comp_eval(comp_world(tmp_path / "i", ks=(2,)), ks=(2,)), comp.INTERSECTIONS_SPARSER)
     assert row.verdict == "INCONCLUSIVE" and "composability.ks" in row.reason
     text = core.format_table(comp_pass)
@@ -436,7 +436,7 @@ def test_methods_differ_needs_one_pair_not_every_pair(zoo_pass, tmp_path):
 
 def test_bespoke_best_on_own_task_is_superiority(zoo_pass, tmp_path):
     row = _row(zoo_pass, zooc.BESPOKE_BEST)
-    assert row.kind == "superiority" and row.ci_low > 0
+    assert row.type == "superiority" and row.ci_low > 0
     # a bespoke ticket 0.019 behind the other task's everywhere (non-inferiority would have passed it)
     behind = lambda ticket, target: 0.82 + 0.019 * (ticket == "bespoke_mnist") if target == "fashion" else 0.8  # noqa: E731,E501
     own = lambda t, m, h: 0.82 if t == "fashion" else 0.85  # noqa: E731
@@ -478,7 +478,7 @@ def test_random_expectation_keeps_per_layer_counts():
 
 def test_consensus_is_compared_with_the_bespoke_run_at_its_sparsity(zoo_pass, tmp_path):
     row = _row(zoo_pass, zooc.CONSENSUS_MATCHES_BESPOKE)
-    assert row.kind == "equivalence" and "between its rounds" in row.compared
+    assert row.type == "equivalence" and "between its rounds" in row.compared
     low = lambda ticket, target: {"consensus": 0.75, "random": 0.70}.get(ticket, 0.82)  # noqa: E731
     assert _row(zoo_eval(zoo_world(tmp_path / "f", transfer=low)), zooc.CONSENSUS_MATCHES_BESPOKE).verdict == "FAIL"
     # sparser than every round: compared with the sparsest round, and the row says so
@@ -488,7 +488,7 @@ def test_consensus_is_compared_with_the_bespoke_run_at_its_sparsity(zoo_pass, tm
 
 def test_finetune_matches_rewind_is_an_equivalence(zoo_pass, tmp_path):
     row = _row(zoo_pass, zooc.FINETUNE_MATCHES_REWIND)
-    assert row.kind == "equivalence" and row.verdict == "PASS" and "round 2" in row.compared
+    assert row.type == "equivalence" and row.verdict == "PASS" and "round 2" in row.compared
     # finetuning better by 0.05 for one method: not comparable, whichever side wins
     fine = lambda t, m, h: 0.8 + (0.05 if h == "finetune" and m == "l1_structured" else 0.0)  # noqa: E731
     row = _row(zoo_eval(zoo_world(tmp_path / "f", acc=fine)), zooc.FINETUNE_MATCHES_REWIND)
@@ -563,7 +563,7 @@ def test_imp_one_row_per_claim_all_pass(imp_pass):
 
 def test_barrier_iff_matching_states_sensitivity_and_specificity(imp_pass, tmp_path):
     row = _row(imp_pass, impc.BARRIER_IFF_MATCHING)
-    assert row.kind == "iff" and row.margin == pytest.approx(0.01)  # epsilon: the dense sd, one for both
+    assert row.type == "iff" and row.margin == pytest.approx(0.01)  # epsilon: the dense sd, one for both
     assert "sensitivity 4/4" in row.reason and "specificity 4/4" in row.reason  # levels 1-5: pairs 1-2, 2-3 match
     # level 0 -> 1 is never judged (the paper excludes it): a barrier there changes nothing
     shaky = lambda tau, a: 0.2 if a == 0 else (0.0 if a + 1 <= 3 else 0.1)  # noqa: E731

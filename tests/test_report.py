@@ -313,7 +313,7 @@ def test_the_rendered_report_shows_the_claims_tables_config_and_provenance(run, 
     shown = page.tables.get("lotto-claims")  # the compact table: verdict, claim (details folded), effect
     assert shown and [r[0] for r in shown if r[0] != "verdict"] == [r[head.index("verdict")] for r in claims[1:]]
     for r, rec in zip([r for r in shown if r[0] != "verdict"], claims[1:]):
-        assert r[1].startswith(rec[head.index("id")]) and rec[head.index("kind")] in r[1]
+        assert r[1].startswith(rec[head.index("id")]) and rec[head.index("type")] in r[1]
     landing = " ".join(page.text.get("lotto-experiment-tiny", "").split())  # the report's first page
     first = claims[1][head.index("id")]
     assert 0 <= landing.index(first) < landing.index("1 Overlap of pruned weights")  # verdicts first
