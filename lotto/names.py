@@ -83,7 +83,7 @@ _VOTE = re.compile(r"vote([1-9]\d*)")
 def display(kind: str, id, tasks: dict | None = None) -> str:
     """The readable name of ``id`` (a method, handling, model, dataset, ticket, chain, family or task).
 
-    ``vote<m>`` reads "vote: kept by ≥ m of k"; ``bespoke_<task>`` "bespoke (<task>)". A ``task`` is a zoo task
+    ``vote<m>`` reads "vote: kept by ≥ m of k"; ``bespoke_<task>`` "bespoke for <task>". A ``task`` is a zoo task
     name: the data set's name when it is a data set id, or when ``tasks`` (task name -> data set id, the run's
     config) says which data set it is; else the name itself. Unknown ids come back as given (as text).
     """
@@ -98,5 +98,5 @@ def display(kind: str, id, tasks: dict | None = None) -> str:
         if m:
             return f"vote: kept by ≥ {m.group(1)} of k"
         if text.startswith("bespoke_"):
-            return f"bespoke ({display('task', text[len('bespoke_'):], tasks)})"
+            return f"bespoke for {display('task', text[len('bespoke_'):], tasks)}"
     return NAMES[kind].get(text, text)

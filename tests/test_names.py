@@ -23,7 +23,7 @@ def test_every_registered_id_has_a_readable_name(kind, ids):
 def test_display_of_compound_and_unknown_ids():
     assert names.display("method", "l1_unstructured") == "layerwise L1"
     assert names.display("ticket", "vote2") == "vote: kept by ≥ 2 of k"
-    assert names.display("ticket", "bespoke_fashion", {"fashion": "fashion_mnist"}) == "bespoke (Fashion-MNIST)"
+    assert names.display("ticket", "bespoke_fashion", {"fashion": "fashion_mnist"}) == "bespoke for Fashion-MNIST"
     assert names.display("task", "cifar10") == "CIFAR-10"
     assert names.display("task", "mytask") == "mytask"
     assert names.display("method", "my_new_method") == "my_new_method"  # a new method shows by its id
