@@ -100,3 +100,16 @@ def display(kind: str, id, tasks: dict | None = None) -> str:
         if text.startswith("bespoke_"):
             return f"bespoke for {display('task', text[len('bespoke_'):], tasks)}"
     return NAMES[kind].get(text, text)
+
+
+def figure_context(config: dict) -> dict:
+    """What a run's figures need besides their tables (each figure command's ``--context``): the ids of its
+    model, data set and experiment, each zoo task's data set (for the tasks' names), and the page sizes of its
+    ``figures`` section (lotto.figures)."""
+    context = {"model": config["model"]["name"], "dataset": config["data"]["dataset"],
+               "experiment": config["experiment"], "figure": dict(config.get("figures") or {})}
+    zoo = config.get("zoo")
+    if zoo:
+        context["tasks"] = {zoo.get("main_task") or config["data"]["dataset"]: config["data"]["dataset"],
+                            **{t["name"]: t["dataset"] for t in zoo.get("tasks", [])}}
+    return context

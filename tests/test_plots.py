@@ -434,3 +434,26 @@ def test_zoo_and_imp_titles_name_the_run_and_their_dense_references(tmp_path):
     assert _title(fig) == "Adaptive vs fixed pruning ratio ResNet-20 on CIFAR-10 · 1 replicate"
     for draw, name, table in ((zoo_plots.draw, "zoo_accuracy", rounds), (imp_plots.draw, "imp_adaptive", adaptive)):
         assert draw(name, table, tmp_path / name, context=CONTEXT)["png"].stat().st_size > 0
+
+
+def test_layout_check_finds_what_a_reader_would_stumble_over():
+    """lotto.figures.layout_problems, which every figure of the tiny runs passes, does see each kind of fault."""
+    from lotto import figures as F
+
+    with F.style():
+        fig, (ax,) = F.panels(None, 1)
+        ax.plot([0, 1], [0, 1], label="data")
+        F.title(fig, "A title")
+        assert F.layout_problems(fig) == []
+        ax.legend(loc="center")  # over the data
+        ax.set_xlabel("tiny", fontsize=5)
+        fig.text(0.99, 0.5, "cut off at the right edge")
+        problems = F.layout_problems(fig)
+    assert any("legend 0 lies over the panel" in p for p in problems), problems
+    assert any("'tiny' is 5.0 pt" in p for p in problems), problems
+    assert any("cut off at the figure's edge" in p for p in problems), problems
+    with F.style():
+        fig, axes = F.panels(None, 2)
+        for ax in axes:
+            ax.set_title("a long panel title that runs into the title of the panel beside it, far too long")
+        assert any("overlaps the title" in p for p in F.layout_problems(fig))
