@@ -58,6 +58,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/composability.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/zoo.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 
 

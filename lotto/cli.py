@@ -82,6 +82,15 @@ def cmd_random_ticket(args) -> None:
     log(f"random ticket (seed {seed}) from {args.mask}: sparsity {shuffled.sparsity():.4f} -> {args.out}")
 
 
+def cmd_export_mask(args) -> None:
+    from lotto import masks as M
+
+    mask = M.Mask.load(args.mask)
+    M.export_safetensors(mask, args.out)
+    log(f"{args.mask}: {len(mask.layout)} boolean tensors, {mask.kept()} of {mask.total} weights kept "
+        f"(sparsity {mask.sparsity():.4f}) -> {args.out}")
+
+
 def cmd_claims(args) -> None:
     from lotto import claims
 
@@ -226,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed-parts", nargs="*", default=[], help="extra words mixed into the seed")
     sp.add_argument("--labels", default=None, help="JSON object stored in the mask's metadata")
     sp.add_argument("--out", required=True, help="mask file to write")
+
+    sp = add("export-mask", cmd_export_mask,
+             "Write a mask as a safetensors file of boolean tensors keyed by parameter name (True = kept), for "
+             "PyTorch code without lotto: safetensors.torch.load_file(FILE), then per tensor "
+             "torch.nn.utils.prune.custom_from_mask(model.get_submodule(MODULE), PARAM, mask).")
+    sp.add_argument("mask", help="lotto mask file (.mask)")
+    sp.add_argument("--out", required=True, help="safetensors file to write")
 
     sp = add("claims", cmd_claims,
              "Check one family's papers' claims on its records: one row per claim (the numbers compared, the "

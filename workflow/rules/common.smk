@@ -645,6 +645,13 @@ def claims_parts():
     return [claims_part(name) for name in _FAMILIES if config.get(name)]
 
 
+# === masks for PyTorch code without lotto (rules in export.smk) =====================================
+def exported_masks():
+    """The safetensors file export_mask writes for each mask among the run's targets."""
+    return [f"{ROOT}/export/{os.path.relpath(m, ROOT)[: -len('.mask')]}.safetensors" for m in TARGETS
+            if m.endswith(".mask")]
+
+
 # === the report (snakemake --report report.html): rules in report.smk, layout in lotto/report.py ===========
 import lotto.report as lotto_report  # noqa: E402
 
