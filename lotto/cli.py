@@ -12,6 +12,7 @@ import errno
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -300,10 +301,25 @@ def main(argv=None) -> int:
         code = forkserver.delegate(sys.argv[1:])
         if code is not None:
             return code
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # the reader went away (`lotto claims-table ... | head`): end quietly, as `cat` does, with the status of a
+        # process killed by SIGPIPE; stdout goes to /dev/null so that the interpreter's last flush is quiet too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LOTTO_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        raise
     except (Exception, KeyboardInterrupt) as exc:
         if debug:
             traceback.print_exc()
