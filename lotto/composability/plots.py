@@ -142,7 +142,7 @@ def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, ax, xscale: str, cont
         group, keys, labeler, legend_title = "pretrain_steps", sorted(t["pretrain_steps"].unique()), _t_label, \
             "pretraining steps t"
         ks = sorted(t["k"].dropna().unique())
-        what = f"Overlap of the pruned weights of {' and '.join(str(int(k)) for k in ks)} sibling masks, per t"
+        what = f"Overlap of the pruned weights of k = {' and '.join(str(int(k)) for k in ks)} sibling masks"
     else:
         group, keys, labeler, legend_title = "k", sorted(t["k"].unique()), _k_label, "sibling masks k"
         ts = sorted(t["pretrain_steps"].unique())
