@@ -124,15 +124,23 @@ def _jaccard_tasks(t, context):
                          "Bespoke tickets of different tasks (one init): distance per round", context)
 
 
-def _accuracy(t: pd.DataFrame, context) -> Figure:
+def _method_panels(t: pd.DataFrame, context):
+    """One panel per (task, handling), one colour per method in all of them: (fig, [(ax, its rows, its title)],
+    the title part every panel shares, {method: style})."""
     keys = sorted({(r.task, r.handling) for r in t.itertuples()})
     common, titles = _panel_titles(keys, ["task", "handling"], context)
-    methods = list(dict.fromkeys(t["method"]))
-    styles = F.series_styles(methods)
+    styles = F.series_styles(dict.fromkeys(t["method"]))
     fig, axes = F.panels(context, len(keys), sharex=True, sharey=True)
+    panels = [(ax, t[(t["task"] == task) & (t["handling"] == handling)], title)
+              for ax, (task, handling), title in zip(axes, keys, titles)]
+    return fig, panels, common, styles
+
+
+def _accuracy(t: pd.DataFrame, context) -> Figure:
+    fig, panels, common, styles = _method_panels(t, context)
+    axes = [p[0] for p in panels]
     dense_all = []
-    for ax, (task, handling), panel_title in zip(axes, keys, titles):
-        sub = t[(t["task"] == task) & (t["handling"] == handling)]
+    for ax, sub, panel_title in panels:
         _rounds(ax, sub, "test_accuracy", "method", styles, dodge=0.06)
         # round 0 is the one dense network of the task, repeated for every method: one value per replicate
         dense = sub[sub["iteration"] == 0].drop_duplicates("replicate")["test_accuracy"]
@@ -146,7 +154,7 @@ def _accuracy(t: pd.DataFrame, context) -> Figure:
     for ax in axes[:: min(3, len(axes))]:
         ax.set_ylabel("test accuracy")
     F.fit_ylim(axes[0], F.data_values(*axes), {"dense": dense_all}, upper=1.0)
-    handles = _handles(styles, {m: display("method", m) for m in methods})
+    handles = _handles(styles, {m: display("method", m) for m in styles})
     handles.append(Line2D([], [], color=F.DENSE_COLOR, linestyle=":", label="dense network (value in the title)"))
     F.legend_below(fig, handles, title="pruning method")
     F.title(fig, _what("Test accuracy of iteratively pruned networks", common), context, F.replicate_note(_n(t)))
@@ -154,13 +162,9 @@ def _accuracy(t: pd.DataFrame, context) -> Figure:
 
 
 def _effective(t: pd.DataFrame, context) -> Figure:
-    keys = sorted({(r.task, r.handling) for r in t.itertuples()})
-    common, titles = _panel_titles(keys, ["task", "handling"], context)
-    methods = list(dict.fromkeys(t["method"]))
-    styles = F.series_styles(methods)
-    fig, axes = F.panels(context, len(keys), sharex=True, sharey=True)
-    for ax, (task, handling), panel_title in zip(axes, keys, titles):
-        sub = t[(t["task"] == task) & (t["handling"] == handling)]
+    fig, panels, common, styles = _method_panels(t, context)
+    axes = [p[0] for p in panels]
+    for ax, sub, panel_title in panels:
         _rounds(ax, sub, "remaining", "method", {m: dict(st, linestyle="-") for m, st in styles.items()})
         _rounds(ax, sub, "effective_remaining", "method",
                 {m: dict(st, linestyle="--", marker=None) for m, st in styles.items()})
@@ -170,7 +174,7 @@ def _effective(t: pd.DataFrame, context) -> Figure:
     for ax in axes[:: min(3, len(axes))]:
         ax.set_ylabel("fraction of weights remaining")
     handles = _handles({m: dict(st, linestyle="-") for m, st in styles.items()},
-                       {m: display("method", m) for m in methods})
+                       {m: display("method", m) for m in styles})
     handles += [Line2D([], [], color="0.3", linestyle="-", label="explicit: kept by the mask"),
                 Line2D([], [], color="0.3", linestyle="--", label="effective: kept and on an input-output path")]
     F.legend_below(fig, handles)
