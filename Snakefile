@@ -3,7 +3,9 @@
 # Thin on purpose: validate the config, then include one rule file per stage. Every rule calls the
 # `lotto` command line, so each step also runs by hand. Nothing here imports torch: every cluster job
 # re-parses this file.
-from lotto.config import or_exit, read_config_file, validate_workflow
+import sys
+
+from lotto.config import check_targets, or_exit, read_config_file, validate_workflow
 
 
 # config.yaml is the default, not a base: a `--configfile` replaces it outright (Snakemake would
@@ -66,6 +68,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/composability.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/zoo.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -73,6 +76,11 @@ rule all:
     default_target: True
     input:
         TARGETS,
+
+
+# a target on the command line that names neither a rule nor a file: the targets of this config and the closest
+# match, before Snakemake's banner (rules with wildcards are reached through their files, not by name)
+or_exit(check_targets, sys.argv, [r.name for r in workflow.rules if not r.has_wildcards()])
 
 
 if workflow.is_main_process:  # (whether it is a dry run is known only once the run starts: checked at exit)

@@ -12,6 +12,7 @@ import errno
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -80,6 +81,15 @@ def cmd_random_ticket(args) -> None:
     shuffled = M.shuffle_within_layers(mask, seed).with_meta(source=str(args.mask), **parse_labels(args.labels))
     shuffled.save(args.out)
     log(f"random ticket (seed {seed}) from {args.mask}: sparsity {shuffled.sparsity():.4f} -> {args.out}")
+
+
+def cmd_export_mask(args) -> None:
+    from lotto import masks as M
+
+    mask = M.Mask.load(args.mask)
+    M.export_safetensors(mask, args.out)
+    log(f"{args.mask}: {len(mask.layout)} boolean tensors, {mask.kept()} of {mask.total} weights kept "
+        f"(sparsity {mask.sparsity():.4f}) -> {args.out}")
 
 
 def cmd_claims(args) -> None:
@@ -230,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", default=None, help="JSON object stored in the mask's metadata")
     sp.add_argument("--out", required=True, help="mask file to write")
 
+    sp = add("export-mask", cmd_export_mask,
+             "Write a mask as a safetensors file of boolean tensors keyed by parameter name (True = kept), for "
+             "PyTorch code without lotto: safetensors.torch.load_file(FILE), then per tensor "
+             "torch.nn.utils.prune.custom_from_mask(model.get_submodule(MODULE), PARAM, mask).")
+    sp.add_argument("mask", help="lotto mask file (.mask)")
+    sp.add_argument("--out", required=True, help="safetensors file to write")
+
     sp = add("claims", cmd_claims,
              "Check one family's papers' claims on its records: one row per claim (its kind, the effect with its "
              "confidence interval, the margin of the config's claims section, and a verdict PASS, FAIL or "
@@ -290,10 +307,25 @@ def main(argv=None) -> int:
         code = forkserver.delegate(sys.argv[1:])
         if code is not None:
             return code
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # the reader went away (`lotto claims-table ... | head`): end quietly, as `cat` does, with the status of a
+        # process killed by SIGPIPE; stdout goes to /dev/null so that the interpreter's last flush is quiet too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LOTTO_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        raise
     except (Exception, KeyboardInterrupt) as exc:
         if debug:
             traceback.print_exc()

@@ -749,6 +749,11 @@ def check_command_line(argv: list[str]) -> None:
             overrides.append(arg)
     problems = []
     for path in files:
+        if not Path(path).exists() and not Path(path).suffix and "/" not in path:
+            # `snakemake --configfile X.yaml fig1a`: --configfile takes every word after it
+            problems.append(f"--configfile {path}: no such file, and '{path}' looks like a target: targets go "
+                            f"before --configfile (snakemake {path} --cores N --configfile FILE)")
+            continue
         try:
             read_config_file(path)
         except ConfigError as exc:
@@ -764,3 +769,26 @@ def check_command_line(argv: list[str]) -> None:
     if problems:
         sys.stderr.write("lotto: " + "\nlotto: ".join(problems) + "\n")
         sys.exit(1)
+
+
+def check_targets(argv: list[str], targets: Iterable[str]) -> None:
+    """For the Snakefile, once every rule is defined: refuse a target on the command line that names neither a
+    rule nor a file, listing the rule ``targets`` of this config and the closest match, before Snakemake's
+    banner and its "No rule to produce". Only for a `snakemake` command line; a word with a '/' or a '.' is a
+    file target (Snakemake's to check), as is an existing file."""
+    import difflib
+
+    if not argv or os.path.basename(argv[0]) != "snakemake":
+        return
+    from snakemake.cli import get_argument_parser
+
+    given = get_argument_parser().parse_known_args(argv[1:])[0].targets or []
+    targets = sorted(set(targets))
+    unknown = [t for t in given if t not in targets and "/" not in t and "." not in t and not os.path.exists(t)]
+    if unknown:
+        lines = []
+        for t in unknown:
+            close = difflib.get_close_matches(t, targets, n=3, cutoff=0.5)
+            lines.append(f"unknown target '{t}'" + (f": did you mean {', '.join(close)}?" if close else ""))
+        raise ConfigError("; ".join(lines) + f"\n  the targets of this config: {', '.join(targets)}"
+                          "\n  (any file the workflow writes is a target too, by its path; docs: README, Targets)")

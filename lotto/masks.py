@@ -194,6 +194,27 @@ class Mask:
         return mask
 
 
+def export_safetensors(mask: Mask, path: str | Path) -> None:
+    """Write ``mask`` as a safetensors file any PyTorch code can use without lotto: one boolean tensor per
+    prunable parameter, keyed by its parameter name (``conv1.weight``), True = weight kept.
+
+    ``safetensors.torch.load_file(path)`` gives {name: torch.bool tensor}; each applies to a model with the same
+    parameter names by ``torch.nn.utils.prune.custom_from_mask(model.get_submodule(module), param, mask)``. The
+    file's metadata (strings) say what it is: ``format`` "lotto-mask", ``kept``, ``total``, ``sha256`` (lotto's
+    checksum of the mask) and ``lotto`` (the mask's own metadata as JSON: how it was made, provenance).
+    Written atomically; numpy only (no torch needed to export).
+    """
+    from safetensors.numpy import save_file
+
+    tensors = {name: np.ascontiguousarray(arr, dtype=np.bool_) for name, arr in mask.layers().items()}
+    metadata = {"format": "lotto-mask", "kept": str(mask.kept()), "total": str(mask.total),
+                "sha256": mask.checksum(), "lotto": json.dumps(mask.meta, sort_keys=True, default=str)}
+    if mask.source:
+        metadata["source"] = str(mask.source)
+    with atomic_write(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
 def _to_numpy(arr):
     if hasattr(arr, "detach"):
         return arr.detach().to("cpu").numpy()

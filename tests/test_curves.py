@@ -3,6 +3,7 @@ and the workflow that wires every training to its curve."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -52,6 +53,22 @@ def test_table_takes_median_and_range_per_group_and_step(tmp_path):
     assert s4["runs"] == 2 and s4["loss_median"] == pytest.approx(3.0 / 5)
 
 
+def test_a_short_last_interval_is_merged_into_the_one_before(tmp_path):
+    """A schedule ending 2 steps after a logged step: that 2-step mean is folded into the 4-step one before it,
+    weighted by steps, so the curve ends at the last step without a hook; the band is the runs' middle half."""
+    short = _curve(tmp_path / "short.csv", [4, 8, 12, 14], 2.0, 0.5)
+    whole = _curve(tmp_path / "whole.csv", [4, 8, 12, 15], 2.0, 0.5)  # 3 of 4 steps: long enough to stand
+    t = curves.table([("short", [short]), ("whole", [whole])])
+    s = t[t["group"] == "short"]
+    assert list(s["step"]) == [4, 8, 14]
+    assert s["loss_median"].iloc[-1] == pytest.approx((2.0 / 13 * 4 + 2.0 / 15 * 2) / 6)
+    assert s["accuracy_median"].iloc[-1] == pytest.approx(((0.5 + 0.12) * 4 + (0.5 + 0.14) * 2) / 6)
+    assert list(t.loc[t["group"] == "whole", "step"]) == [4, 8, 12, 15]
+    three = curves.table([("g", [short, whole, _curve(tmp_path / "c.csv", [4], 4.0, 0.1)])])
+    s4 = three[three["step"] == 4].iloc[0]
+    assert s4["loss_q25"] == pytest.approx(0.4) and s4["loss_q75"] == pytest.approx(0.6)  # 0.4, 0.4, 0.8
+
+
 def test_table_errors_name_the_file_or_group(tmp_path):
     a = _curve(tmp_path / "a.csv", [4], 2.0, 0.5)
     bad = tmp_path / "bad.csv"
@@ -82,7 +99,7 @@ def test_training_curves_command_draws_png_pdf_and_the_table(tmp_path):
     back = pd.read_csv(prefix.with_suffix(".csv"))
     pd.testing.assert_frame_equal(back, curves.table([("siblings", [a, b]), ("retrained", [c])]), check_dtype=False)
     fig = curves.render(back, "Training curves", {"model": "lenet", "dataset": "mnist_embedded", "experiment": "tiny"})
-    assert "lenet on mnist_embedded, tiny" in fig.get_suptitle()
+    assert "LeNet on MNIST (5,000 digits)" in fig.get_suptitle()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["siblings (2 runs)", "retrained (1 run)"]
     assert cli.main(["training-curves", "--context", "[1]", "--group", "g", str(a), "--out-prefix",
@@ -127,8 +144,10 @@ def test_every_training_writes_its_curve_and_every_figure_names_the_run(config, 
     assert figures
     experiment = Path(config).stem
     for c in figures:
-        assert _options(c)["--context"] == (
-            '{"dataset":"%s","experiment":"%s","model":"lenet"}' % (_dataset(config), experiment)), c
+        context = json.loads(_options(c)["--context"])
+        assert {k: context[k] for k in ("dataset", "experiment", "model")} == {
+            "dataset": _dataset(config), "experiment": experiment, "model": "lenet"}, c
+        assert context["figure"] == {"width": 3.4, "wide_width": 7.0}, c  # the schema's default page sizes
     scales = {_options(c)["--xscale"] for c in figures if "lotto figure " in c}
     assert len(scales) <= 1, scales  # one x scale for fig1a-fig2d of a run
     (drawn,) = [c for c in figures if f"figures/{family_curves} " in c + " "]

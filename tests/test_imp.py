@@ -18,7 +18,7 @@ from lotto import io, models, pruning, train
 from lotto.imp import analysis as imp_plots, pruning as imp
 from lotto.data import DeviceData, stage
 from lotto.masks import Mask
-from workflow_helpers import ROOT, job_counts, make_workdir, snakemake
+from workflow_helpers import ROOT, figure_layout_problems, job_counts, make_workdir, snakemake
 
 TRAIN_CFG = dict(lr=0.02, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=64, epochs=2.0,
                  milestones=[1.5], gamma=0.1, warmup_steps=0)
@@ -330,3 +330,12 @@ def test_adding_a_level_reuses_the_earlier_ones(finished_run):
     assert counts.pop("imp_train") == 1 and counts.pop("imp_adaptive_prune") == 1
     assert set(counts) <= {"imp_adaptive", "imp_table", "claims_imp", "claims", "provenance", "report_config",
                            "imp_training_curves", "all"}
+
+
+@pytest.mark.slow
+def test_every_figure_is_legible_at_paper_size(finished_run):
+    """Each figure of the run at its page size (a column, or the text width): no text under 7 pt or cut off, no
+    legend over data, a title or another legend, no title over another text (rendered bounding boxes)."""
+    problems = figure_layout_problems(finished_run, "imp-tiny")
+    assert sorted(problems) == sorted(["imp_paths", "imp_heatmap", "imp_slices", "imp_adaptive", "imp_training_curves"])
+    assert {name: p for name, p in problems.items() if p} == {}

@@ -381,11 +381,16 @@ def test_lotto_figure_passes_scale_and_context(records, tmp_path):
     assert cli.main(["figure", "fig2a", "--context", "not json", "--out-prefix", str(tmp_path / "x"), *every]) == 1
 
 
+def _title(fig) -> str:
+    return fig.get_suptitle().replace("\n", " ")
+
+
 @pytest.mark.parametrize("name", list(analysis.FIGURES))
-def test_titles_name_model_dataset_and_experiment(records, name):
+def test_titles_name_model_and_dataset_readably(records, name):
     _, df = records
-    title = plots.render(name, analysis.figure_table(name, df), context=CONTEXT).axes[0].get_title()
-    assert "resnet20 on cifar10, cpu" in title and "mean ± sd over 2 replicates" in title
+    title = _title(plots.render(name, analysis.figure_table(name, df), context=CONTEXT))
+    assert "ResNet-20 on CIFAR-10" in title and "mean ± sd over 2 replicates" in title, title
+    assert "resnet20" not in title and "cifar10" not in title  # ids are for paths, not for readers
 
 
 def _legend(fig) -> list[str]:
@@ -396,14 +401,15 @@ def test_dense_line_is_named_with_its_mean_and_sd(records):
     _, df = records
     table = analysis.figure_table("fig2a", df)
     dense = table[table["ticket"] == "dense"]
-    for t in PRETRAIN:
+    fig = plots.render("fig2a", table)
+    titles = [ax.get_title() for ax in fig.axes]
+    for t in PRETRAIN:  # one panel per t, its dense value in its title
         acc = dense[dense["pretrain_steps"] == t]["test_accuracy"]
-        expected = f"dense, t={t}: {acc.mean():.3f} ± {acc.std():.3f} (n=2)"
-        assert expected in _legend(plots.render("fig2a", table)), _legend(plots.render("fig2a", table))
+        assert f"t = {t} · dense {acc.mean():.3f} ± {acc.std():.3f} (n=2)" in titles, titles
     one = analysis.figure_table("fig2c", df)
     one = one[one["replicate"] == 0]
     acc = one.loc[one["ticket"] == "dense", "test_accuracy"].item()
-    assert f"dense, t={max(PRETRAIN)}: {acc:.3f}" in _legend(plots.render("fig2c", one))
+    assert f"dense, t = {max(PRETRAIN)}: {acc:.3f}" in _legend(plots.render("fig2c", one))
 
 
 def test_zoo_and_imp_titles_name_the_run_and_their_dense_references(tmp_path):
@@ -415,14 +421,39 @@ def test_zoo_and_imp_titles_name_the_run_and_their_dense_references(tmp_path):
          "test_accuracy": (0.95 + 0.01 * r) if i == 0 else 0.9 - 0.05 * i}
         for m in ("global_l1", "random") for r in (0, 1) for i in range(3)])
     fig = zoo_plots.render("zoo_accuracy", rounds, context=CONTEXT)
-    assert fig.get_suptitle() == "Test accuracy of iteratively pruned networks\nresnet20 on cifar10, cpu"
-    assert "dense (round 0): 0.955 ± 0.007 (n=2)" in fig.axes[0].get_legend_handles_labels()[1]
+    assert _title(fig) == ("Test accuracy of iteratively pruned networks (MNIST · rewind to init) "
+                           "ResNet-20 on CIFAR-10 · mean ± sd over 2 replicates")
+    assert fig.axes[0].get_title() == "dense: 0.955 ± 0.007 (n=2)"
+    assert {"global L1", "random"} <= set(_legend(fig))  # readable method names
     adaptive = pd.DataFrame([
         {"chain": c, "replicate": 0, "pretrain_steps": 8, "level": L, "sparsity": 1 - 0.8 ** L,
          "test_accuracy": 0.95 - 0.01 * L, "test_error": 0.05 + 0.01 * L, "matching_threshold": 0.06}
         for c in ("fixed", "adaptive") for L in range(3)])
     fig = imp_plots.render("imp_adaptive", adaptive, context=CONTEXT)
-    assert "matching at τ = 8: dense accuracy − 1 sd = 0.940" in _legend(fig)
-    assert fig.get_suptitle() == "Adaptive vs fixed pruning ratio (1 replicate)\nresnet20 on cifar10, cpu"
+    assert "matching at $\\tau$ = 8: dense accuracy − 1 sd = 0.940" in _legend(fig)
+    assert _title(fig) == "Adaptive vs fixed pruning ratio ResNet-20 on CIFAR-10 · 1 replicate"
     for draw, name, table in ((zoo_plots.draw, "zoo_accuracy", rounds), (imp_plots.draw, "imp_adaptive", adaptive)):
         assert draw(name, table, tmp_path / name, context=CONTEXT)["png"].stat().st_size > 0
+
+
+def test_layout_check_finds_what_a_reader_would_stumble_over():
+    """lotto.figures.layout_problems, which every figure of the tiny runs passes, does see each kind of fault."""
+    from lotto import figures as F
+
+    with F.style():
+        fig, (ax,) = F.panels(None, 1)
+        ax.plot([0, 1], [0, 1], label="data")
+        F.title(fig, "A title")
+        assert F.layout_problems(fig) == []
+        ax.legend(loc="center")  # over the data
+        ax.set_xlabel("tiny", fontsize=5)
+        fig.text(0.99, 0.5, "cut off at the right edge")
+        problems = F.layout_problems(fig)
+    assert any("legend 0 lies over the panel" in p for p in problems), problems
+    assert any("'tiny' is 5.0 pt" in p for p in problems), problems
+    assert any("cut off at the figure's edge" in p for p in problems), problems
+    with F.style():
+        fig, axes = F.panels(None, 2)
+        for ax in axes:
+            ax.set_title("a long panel title that runs into the title of the panel beside it, far too long")
+        assert any("overlaps the title" in p for p in F.layout_problems(fig))

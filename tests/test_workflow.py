@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from workflow_helpers import job_counts, make_workdir, snakemake
+from workflow_helpers import figure_layout_problems, job_counts, make_workdir, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +117,29 @@ def test_invalid_config_rejected_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "composability.ks[0]" in proc.stderr + proc.stdout
     assert not (work / "results").exists()
+
+
+@pytest.mark.slow
+def test_every_figure_is_legible_at_paper_size(finished_run):
+    """Each figure of the run at its page size (a column, or the text width): no text under 7 pt or cut off, no
+    legend over data, a title or another legend, no title over another text (rendered bounding boxes)."""
+    problems = figure_layout_problems(finished_run, "tiny")
+    assert sorted(problems) == sorted(["fig1a", "fig1b", "fig2a", "fig2b", "fig2c", "fig2d", "fig2e", "training_curves"])
+    assert {name: p for name, p in problems.items() if p} == {}
+
+
+@pytest.mark.slow
+def test_export_masks_target_writes_every_mask_as_safetensors(finished_run):
+    """`snakemake export_masks`: one safetensors file per mask of the run, the same bits as the .mask."""
+    from safetensors.numpy import load_file
+
+    from lotto.masks import Mask
+
+    snakemake(["export_masks", "--cores", "2", "--configfile", CONFIG], cwd=finished_run, timeout=600)
+    exp = finished_run / EXP
+    masks = sorted(p.relative_to(exp) for p in exp.rglob("*.mask") if "export" not in p.parts)
+    exported = sorted(p.relative_to(exp / "export") for p in (exp / "export").rglob("*.safetensors"))
+    assert exported == [m.with_suffix(".safetensors") for m in masks] and len(masks) > 20
+    sample = masks[len(masks) // 2]
+    mask, arrays = Mask.load(exp / sample), load_file(exp / "export" / sample.with_suffix(".safetensors"))
+    assert {n: a.tolist() for n, a in arrays.items()} == {n: a.tolist() for n, a in mask.layers().items()}

@@ -15,7 +15,7 @@ from lotto.zoo import iterative, similarity
 from lotto.zoo.effective import effective_mask
 from lotto.masks import Mask
 from lotto.models import build_model, prunable_names
-from workflow_helpers import ROOT, job_counts, make_workdir, snakemake
+from workflow_helpers import ROOT, figure_layout_problems, job_counts, make_workdir, snakemake
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CONFIG = "workflow/configs/zoo-tiny.yaml"
@@ -342,3 +342,12 @@ def test_zoo_iterate_by_hand_rewind_t_and_reinit_sign(tmp_path):
         conv = mask.layers()["conv2.weight"]
         assert set(np.unique(conv.reshape(conv.shape[0], -1).mean(1))) <= {0.0, 1.0}
         assert record["test_examples"] == 128 and record["steps_trained"] == 8 - step
+
+
+@pytest.mark.slow
+def test_every_figure_is_legible_at_paper_size(zoo_run):
+    """Each figure of the run at its page size (a column, or the text width): no text under 7 pt or cut off, no
+    legend over data, a title or another legend, no title over another text (rendered bounding boxes)."""
+    problems = figure_layout_problems(zoo_run, "zoo-tiny")
+    assert sorted(problems) == sorted(FIGS)
+    assert {name: p for name, p in problems.items() if p} == {}

@@ -112,3 +112,34 @@ def cluster_submissions(work: Path, configfile: str, profile: str = "slurm") -> 
             target = on_host if rule in local else jobs
             target[rule] = target.get(rule, 0) + 1
     return {"groups": groups, "jobs": jobs, "local": on_host, "total": len(groups) + sum(jobs.values())}
+
+
+def figure_layout_problems(work: Path, experiment: str) -> dict[str, list[str]]:
+    """Every figure of a finished run drawn again from the CSV it wrote (the table it plots) with the run's own
+    context, and what :func:`lotto.figures.layout_problems` finds in it (matplotlib's rendered bounding
+    boxes): figure name -> problems, for every figure of the run (an empty list: legible)."""
+    import pandas as pd
+    import yaml
+
+    from lotto import curves, figures
+    from lotto.composability import plots as comp_plots
+    from lotto.imp import plots as imp_plots
+    from lotto.names import figure_context
+    from lotto.zoo import plots as zoo_plots
+
+    exp = work / "results" / experiment
+    context = figure_context(yaml.safe_load((exp / "config.yaml").read_text()))
+    found = {}
+    for csv in sorted((exp / "figures").glob("*.csv")):
+        name, table = csv.stem, pd.read_csv(csv)
+        with figures.style():
+            if name.endswith("training_curves"):
+                fig = curves.render(table, "Training curves", context)
+            elif name.startswith("zoo_"):
+                fig = zoo_plots.render(name, table, context)
+            elif name.startswith("imp_"):
+                fig = imp_plots.render(name, table, context)
+            else:
+                fig = comp_plots.render(name, table, context=context)
+            found[name] = figures.layout_problems(fig)
+    return found

@@ -10,27 +10,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lotto.figures import new_figure, reference_line, save, style, with_context  # first: selects Agg
+from lotto.figures import (  # first: selects Agg
+    CHANCE_COLOR, DENSE_COLOR, REFERENCE, data_values, fit_ylim, legend_below, off_plot, panel_title, panels, reference_label,
+    replicate_note, save, series_styles, style, title,
+)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from lotto.composability import ACCURACY_VIEWS, is_composition, xscale_for  # noqa: E402
 from lotto.composability.analysis import ACCURACY_COLUMNS, FIGURES, OVERLAP_COLUMNS, ticket_rank  # noqa: E402
-from lotto.masks import vote_threshold  # noqa: E402
+from lotto.names import display  # noqa: E402
 
-X_LABEL_TARGET = "target sparsity (fraction of weights pruned)"
-X_LABEL_SPARSITY = "sparsity of the mask (fraction of weights pruned)"
-Y_LABEL_OVERLAP = "overlap (fraction of pruned weights\npruned by all k sibling masks)"
-Y_LABEL_ACCURACY = "test accuracy (fraction correct)"
+X_LABEL_TARGET = "target sparsity $s$ (fraction pruned)"
+X_LABEL_SPARSITY = "sparsity of the mask (fraction pruned)"
+Y_LABEL_OVERLAP = "overlap (fraction of pruned\nweights pruned by all k)"
+Y_LABEL_ACCURACY = "test accuracy"
 
-LABEL_ONESHOT = "one-shot (rewind)"
-LABEL_RANDOM = "random ticket"
-LABEL_DENSE = "dense"
+LABEL_ONESHOT = display("ticket", "oneshot")
+LABEL_RANDOM = display("ticket", "random")
+LABEL_DENSE = display("ticket", "dense")
 
 # line style per ticket kind: (linestyle, marker)
 _STYLE = {
@@ -39,13 +41,11 @@ _STYLE = {
     "random": ("--", "X"),
     "dense": (":", None),
 }
-_BASELINE_COLOR = {"oneshot": "0.15", "random": "0.55"}
-_OP_MARKERS = ("o", "s", "D", "v", "P", "h", "<", ">")
-_DENSE_COLOR = "0.0"
+# baselines in greys: the palette's colours stand for what a figure compares (t, k or the composition)
+_BASELINE_COLOR = {"oneshot": "0.3", "random": "0.6"}
 
 _LOGIT_TICKS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999,
                 0.9995, 0.9999)
-FIGSIZE = (8.0, 4.8)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -56,12 +56,15 @@ def _aggregate(df: pd.DataFrame, keys: list[str], x: str, y: str) -> pd.DataFram
     return out.reset_index().sort_values("x", kind="stable")
 
 
-def _errorbar(ax, agg: pd.DataFrame, *, color, linestyle, marker, label=None, xerr: bool = False, markersize=5, **kw):
+def _errorbar(ax, agg: pd.DataFrame, *, color, linestyle, marker, label=None, xerr: bool = False, markersize=3.5,
+              **kw):
+    """Mean over replicates with ± sd error bars where there are several (x too, for compositions: their
+    sparsity varies by replicate)."""
     many = bool((agg["n"] > 1).any())
     yerr = agg["y_sd"].fillna(0.0).to_numpy() if many else None
     xe = agg["x_sd"].fillna(0.0).to_numpy() if (many and xerr) else None
     ax.errorbar(agg["x"].to_numpy(), agg["y"].to_numpy(), yerr=yerr, xerr=xe, color=color, linestyle=linestyle,
-                marker=marker, markersize=markersize, linewidth=1.6, elinewidth=0.9, capsize=2.5, label=label, **kw)
+                marker=marker, markersize=markersize, linewidth=1.2, elinewidth=0.8, label=label, **kw)
 
 
 def _grid_xscale(t: pd.DataFrame) -> str:
@@ -122,169 +125,190 @@ def _prepare(name: str, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _k_label(k: int) -> str:
-    return f"k={int(k)}"
+    return f"k = {int(k)}"
 
 
 def _t_label(t: int) -> str:
-    return f"t={int(t)}"
+    return f"t = {int(t)}"
+
+
+def _line(style_: dict, label: str, **kw) -> Line2D:
+    return Line2D([], [], label=label, **{**style_, **kw})
 
 
 # --------------------------------------------------------------------------- figures
-def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, xscale: str, context: dict | None) -> None:
-    ax = fig.add_subplot()
+def _draw_overlap(name: str, t: pd.DataFrame, fig: Figure, ax, xscale: str, context: dict | None) -> None:
     if name == "fig1a":
-        group, palette_keys = "pretrain_steps", sorted(t["pretrain_steps"].unique())
-        labeler = _t_label
+        group, keys, labeler, legend_title = "pretrain_steps", sorted(t["pretrain_steps"].unique()), _t_label, \
+            "pretraining steps t"
         ks = sorted(t["k"].dropna().unique())
-        title = f"Overlap of pruned weights, {', '.join(_k_label(k) for k in ks)} siblings"
-        legend_title = "pretraining steps"
+        what = f"Overlap of the pruned weights of k = {' and '.join(str(int(k)) for k in ks)} sibling masks"
     else:
-        group, palette_keys = "k", sorted(t["k"].unique())
-        labeler = _k_label
+        group, keys, labeler, legend_title = "k", sorted(t["k"].unique()), _k_label, "sibling masks k"
         ts = sorted(t["pretrain_steps"].unique())
-        title = f"Overlap of pruned weights of k sibling masks, {', '.join(_t_label(v) for v in ts)}"
-        legend_title = "siblings composed"
-    colors = dict(zip(palette_keys, sns.color_palette("colorblind", len(palette_keys))))
+        what = f"Overlap of the pruned weights of k sibling masks at {', '.join(_t_label(v) for v in ts)}"
+    styles = series_styles(keys)
     _choose_xscale(ax, t["target_sparsity"].to_numpy(), xscale)
     logit = ax.get_xscale() == "logit"
 
     handles = []
-    for key in palette_keys:
+    for key in keys:
         agg = _aggregate(t[t[group] == key], ["target_sparsity"], "target_sparsity", "overlap")
-        _errorbar(ax, agg, color=colors[key], linestyle="-", marker="o", label=labeler(key))
-        handles.append(Line2D([], [], color=colors[key], linestyle="-", marker="o", label=labeler(key)))
+        st = dict(styles[key], linestyle="-")
+        _errorbar(ax, agg, **st, zorder=3)
+        handles.append(_line(st, labeler(key)))
 
     lo, hi = float(t["target_sparsity"].min()), float(t["target_sparsity"].max())
     grid = _chance_grid(lo, hi, logit) if hi > lo else np.array([lo])
+    chance = {}
     for k in sorted(t["k"].unique()):
-        color = "0.45" if name == "fig1a" else colors[k]
-        power = int(k) - 1
-        ax.plot(grid, grid ** power, color=color, linestyle="--", linewidth=1.3, zorder=1)
+        chance[int(k)] = grid ** (int(k) - 1)
+    hidden = fit_ylim(ax, data_values(ax), {k: v for k, v in chance.items()}, upper=1.0)
+    for k, values in chance.items():
+        color = CHANCE_COLOR if name == "fig1a" else styles[k]["color"]
+        ax.plot(grid, values, color=color, linestyle="--", linewidth=1.0, zorder=1, gid=REFERENCE)
+        power = k - 1
         expr = "s" if power == 1 else f"s^{{{power}}}"
         label = f"chance ${expr}$" + ("" if name == "fig1a" else f" ({_k_label(k)})")
-        handles.append(Line2D([], [], color=color, linestyle="--", label=label))
+        if k in hidden:
+            label = off_plot(label, values, ax)
+        elif values.min() < ax.get_ylim()[0]:
+            label += " (partly below the plot)"
+        handles.append(Line2D([], [], color=color, linestyle="--", linewidth=1.0, label=label))
 
-    ax.set_ylim(0.0, 1.02)
     ax.set_xlabel(_xlabel(X_LABEL_TARGET, ax))
     ax.set_ylabel(Y_LABEL_OVERLAP)
-    ax.set_title(with_context(title, context, _replicate_note(t)))
-    fig.legend(handles=handles, title=legend_title, loc="outside right upper", frameon=False)
+    title(fig, what, context, _replicate_note(t))
+    legend_below(fig, handles, title=legend_title)
 
 
 def _replicate_note(t: pd.DataFrame) -> str:
-    n = t["replicate"].nunique()
-    return f"mean ± sd over {n} replicates" if n > 1 else "1 replicate"
+    return replicate_note(t["replicate"].nunique())
 
 
-def _op_label(op: str) -> str:
-    m = vote_threshold(op)
-    if m is not None:
-        return f"vote{m} (kept by >= {m} of the k)"
-    return op
-
-
-def _draw_baselines(ax, base: pd.DataFrame, dense: pd.DataFrame, handles: list, dense_name: str) -> None:
-    """One-shot, random and dense lines in grey (the views whose colours stand for compositions or k); the dense
-    line's legend entry is ``dense_name`` with its value."""
+def _baselines(ax, base: pd.DataFrame, handles: list | None) -> None:
+    """One-shot and random-ticket lines in greys (the palette's colours stand for what the figure compares)."""
     for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
         bsub = base[base["ticket"] == ticket]
         if len(bsub):
             ls, mk = _STYLE[ticket]
             agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
             _errorbar(ax, agg, color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, zorder=2)
-            handles.append(Line2D([], [], color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, label=label))
-    label = _draw_dense(ax, dense, _DENSE_COLOR, dense_name)
-    if label:
-        handles.append(Line2D([], [], color=_DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.6,
-                              label=label))
+            if handles is not None:
+                handles.append(Line2D([], [], color=_BASELINE_COLOR[ticket], linestyle=ls, marker=mk, label=label))
 
 
-def _draw_accuracy(name: str, t: pd.DataFrame, fig: Figure, xscale: str, context: dict | None) -> None:
+def _dense_values(dense: pd.DataFrame) -> pd.Series:
+    """The dense network's accuracy per replicate (the mean over its siblings)."""
+    return dense.groupby("replicate")["test_accuracy"].mean()
+
+
+def _draw_dense(ax, dense: pd.DataFrame) -> None:
+    """The dense line at the mean over replicates, with a ± sd band when there are several."""
+    if dense.empty:
+        return
+    values = _dense_values(dense)
+    mean, sd = float(values.mean()), float(values.std()) if len(values) > 1 else 0.0
+    if sd > 0:
+        ax.axhspan(mean - sd, mean + sd, color=DENSE_COLOR, alpha=0.08, linewidth=0, zorder=0)
+    ax.axhline(mean, color=DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.2, zorder=1, gid=REFERENCE)
+
+
+def _dense_handle(ax, dense: pd.DataFrame, name: str) -> Line2D | None:
+    """The dense line's legend entry: its value (mean ± sd, n), and where it is when out of the y range."""
+    if dense.empty:
+        return None
+    values = _dense_values(dense)
+    label = off_plot(reference_label(name, values), [values.mean()], ax)
+    return Line2D([], [], color=DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.2, label=label)
+
+
+def _draw_accuracy(name: str, t: pd.DataFrame, xscale: str, context: dict | None) -> Figure:
     op, view = ACCURACY_VIEWS[name]
-    ax = fig.add_subplot()
     comp = t[t["ticket"].map(is_composition).astype(bool)] if view == "by_op" else t[t["ticket"] == op]
     base = t[t["ticket"].isin(("oneshot", "random"))]
     dense = t[t["ticket"] == "dense"]
     sparse = t[t["ticket"] != "dense"]
-    _choose_xscale(ax, sparse["sparsity"].to_numpy(), xscale)
     ts = sorted(t["pretrain_steps"].unique())
     ks = sorted(comp["k"].dropna().unique())
-    op_text = "Union" if op == "union" else "Intersection"
-    ls_c, mk_c = _STYLE["composed"]
+    op_text = display("ticket", op)
+    k_text = " and ".join(str(int(k)) for k in ks)
 
-    handles: list[Line2D] = []
     if view == "by_t":
-        colors = dict(zip(ts, sns.color_palette("colorblind", len(ts))))
-        k_text = ", ".join(_k_label(k) for k in ks)
-        title = f"{op_text} of {k_text} sibling masks: test accuracy after retraining"
-        for tv in ts:
+        # one panel per t (shared axes): the composition against its own one-shot and random tickets and dense
+        fig, axes = panels(context, len(ts), sharex=True, sharey=True)
+        style_c = dict(series_styles(["composed"])["composed"], linestyle=_STYLE["composed"][0])
+        for ax, tv in zip(axes, ts):
+            _choose_xscale(ax, sparse["sparsity"].to_numpy(), xscale)
             sub = comp[comp["pretrain_steps"] == tv]
             if len(sub):
                 agg = _aggregate(sub, ["target_sparsity"], "sparsity", "test_accuracy")
-                _errorbar(ax, agg, color=colors[tv], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
-            for ticket in ("oneshot", "random"):
-                bsub = base[(base["ticket"] == ticket) & (base["pretrain_steps"] == tv)]
-                if len(bsub):
-                    ls, mk = _STYLE[ticket]
-                    agg = _aggregate(bsub, ["target_sparsity"], "sparsity", "test_accuracy")
-                    _errorbar(ax, agg, color=colors[tv], linestyle=ls, marker=mk, alpha=0.8, zorder=2)
-        for tv in ts:
-            handles.append(Line2D([], [], color=colors[tv], linewidth=3, label=_t_label(tv)))
-        key_color = "0.3"
-        handles.append(Line2D([], [], color=key_color, linestyle=ls_c, marker=mk_c,
-                              label=f"{op} of {k_text} masks"))
-        for ticket, label in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)):
-            if (base["ticket"] == ticket).any():
-                ls, mk = _STYLE[ticket]
-                handles.append(Line2D([], [], color=key_color, linestyle=ls, marker=mk, label=label))
-        for tv in ts:  # one dense line (and band) per t, named with its value
-            name_t = f"{LABEL_DENSE}, {_t_label(tv)}"
-            label = _draw_dense(ax, dense[dense["pretrain_steps"] == tv], colors[tv], name_t)
-            if label:
-                handles.append(Line2D([], [], color=colors[tv], linestyle=_STYLE["dense"][0], linewidth=1.6,
-                                      label=label))
-        legend_title = "pretraining steps"
-    elif view == "by_op":
+                _errorbar(ax, agg, **style_c, xerr=True, zorder=3)
+            _baselines(ax, base[base["pretrain_steps"] == tv], None)
+            d = dense[dense["pretrain_steps"] == tv]
+            _draw_dense(ax, d)
+            dense_text = f" · dense {reference_label('', _dense_values(d))[2:]}" if len(d) else ""
+            panel_title(ax, f"{_t_label(tv)}{dense_text}")
+            ax.set_xlabel(_xlabel(X_LABEL_SPARSITY, ax))
+        axes[0].set_ylabel(Y_LABEL_ACCURACY)
+        refs = {tv: _dense_values(dense[dense["pretrain_steps"] == tv]).mean() for tv in ts
+                if (dense["pretrain_steps"] == tv).any()}
+        hidden = fit_ylim(axes[0], data_values(*axes), {tv: [v] for tv, v in refs.items()}, upper=1.0)
+        handles = [_line(style_c, f"{op_text} of k = {k_text} masks")]
+        handles += [Line2D([], [], color=_BASELINE_COLOR[b], linestyle=_STYLE[b][0], marker=_STYLE[b][1], label=lab)
+                    for b, lab in (("oneshot", LABEL_ONESHOT), ("random", LABEL_RANDOM)) if (base["ticket"] == b).any()]
+        if refs:  # its value differs per t: in each panel's title
+            label = f"{LABEL_DENSE} (value in the panel's title" + (
+                ", ± sd band)" if dense["replicate"].nunique() > 1 else ")")
+            if hidden:
+                label += f"; off the plot at {', '.join(_t_label(h) for h in sorted(hidden))}"
+            handles.append(Line2D([], [], color=DENSE_COLOR, linestyle=_STYLE["dense"][0], linewidth=1.2,
+                                  label=label))
+        what = f"{op_text.capitalize()} of k = {k_text} sibling masks: test accuracy after retraining, per t"
+        title(fig, what, context, _replicate_note(t))
+        legend_below(fig, handles)
+        return fig
+
+    fig, (ax,) = panels(context, 1)
+    _choose_xscale(ax, sparse["sparsity"].to_numpy(), xscale)
+    t_text = ", ".join(_t_label(v) for v in ts)
+    handles: list[Line2D] = []
+    if view == "by_op":
         ops = sorted(comp["ticket"].unique(), key=ticket_rank)
-        colors = dict(zip(ops, sns.color_palette("colorblind", len(ops))))
+        styles = series_styles(ops)
         # matched compositions can be the same mask (an intersection grown back by mean |w| is often the
         # mean_magnitude mask): markers of their own, each smaller than the one drawn before, keep them visible
-        markers = dict(zip(ops, _OP_MARKERS * len(ops)))
-        sizes = {o: 5 + 1.5 * (len(ops) - 1 - i) for i, o in enumerate(ops)}
-        k_text = ", ".join(_k_label(k) for k in ks)
-        t_text = ", ".join(_t_label(v) for v in ts)
-        title = f"Compositions of {k_text} sibling masks at {t_text}: test accuracy after retraining"
+        sizes = {o: 3.5 + 1.2 * (len(ops) - 1 - i) for i, o in enumerate(ops)}
         for o in ops:
+            st = dict(styles[o], linestyle=_STYLE["composed"][0])
             agg = _aggregate(comp[comp["ticket"] == o], ["target_sparsity"], "sparsity", "test_accuracy")
-            _errorbar(ax, agg, color=colors[o], linestyle=ls_c, marker=markers[o], markersize=sizes[o], xerr=True,
-                      zorder=3)
-            handles.append(Line2D([], [], color=colors[o], linestyle=ls_c, marker=markers[o], label=_op_label(o)))
-        _draw_baselines(ax, base, dense, handles, f"{LABEL_DENSE}, {t_text}")
+            _errorbar(ax, agg, **st, markersize=sizes[o], xerr=True, zorder=3)
+            handles.append(_line(st, display("ticket", o)))
+        what = f"Compositions of k = {k_text} sibling masks at {t_text}: test accuracy after retraining"
         legend_title = "composition"
     else:
-        colors = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
-        t_text = ", ".join(_t_label(v) for v in ts)
-        title = f"{op_text} of k sibling masks at {t_text}: test accuracy after retraining"
+        styles = series_styles(ks)
         for k in ks:
+            st = dict(styles[k], linestyle=_STYLE["composed"][0])
             agg = _aggregate(comp[comp["k"] == k], ["target_sparsity"], "sparsity", "test_accuracy")
-            _errorbar(ax, agg, color=colors[k], linestyle=ls_c, marker=mk_c, xerr=True, zorder=3)
-            handles.append(Line2D([], [], color=colors[k], linestyle=ls_c, marker=mk_c,
-                                  label=f"{_k_label(k)} ({op})"))
-        _draw_baselines(ax, base, dense, handles, f"{LABEL_DENSE}, {t_text}")
+            _errorbar(ax, agg, **st, xerr=True, zorder=3)
+            handles.append(_line(st, f"{op_text} of {_k_label(k)} masks"))
+        what = f"{op_text.capitalize()} of k sibling masks at {t_text}: test accuracy after retraining"
         legend_title = None
-
+    _baselines(ax, base, handles)
+    _draw_dense(ax, dense)
+    if len(dense):
+        fit_ylim(ax, data_values(ax), {"dense": [_dense_values(dense).mean()]}, upper=1.0)
+    else:
+        fit_ylim(ax, data_values(ax), upper=1.0)
+    dense_handle = _dense_handle(ax, dense, f"{LABEL_DENSE}, {t_text}")
+    if dense_handle is not None:
+        handles.append(dense_handle)
     ax.set_xlabel(_xlabel(X_LABEL_SPARSITY, ax))
     ax.set_ylabel(Y_LABEL_ACCURACY)
-    ax.set_title(with_context(title, context, _replicate_note(t)))
-    fig.legend(handles=handles, title=legend_title, loc="outside right upper", frameon=False)
-
-
-def _draw_dense(ax, dense: pd.DataFrame, color, name: str) -> str | None:
-    """The dense line at the mean over replicates, with a ± sd band when there are several; its legend text."""
-    if dense.empty:
-        return None
-    per_replicate = dense.groupby("replicate")["test_accuracy"].mean()
-    return reference_line(ax, per_replicate, name, color, linestyle=_STYLE["dense"][0])
+    title(fig, what, context, _replicate_note(t))
+    legend_below(fig, handles, title=legend_title)
+    return fig
 
 
 # --------------------------------------------------------------------------- entry point
@@ -293,12 +317,11 @@ def render(name: str, table: pd.DataFrame, xscale: str = "auto", context: dict |
     t = _prepare(name, table)
     if xscale == "auto":
         xscale = _grid_xscale(t)
-    fig = new_figure(FIGSIZE)
     if name in ("fig1a", "fig1b"):
-        _draw_overlap(name, t, fig, xscale, context)
-    else:
-        _draw_accuracy(name, t, fig, xscale, context)
-    return fig
+        fig, (ax,) = panels(context, 1)
+        _draw_overlap(name, t, fig, ax, xscale, context)
+        return fig
+    return _draw_accuracy(name, t, xscale, context)
 
 
 def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "auto",
@@ -308,7 +331,8 @@ def draw(name: str, table: pd.DataFrame, out_prefix: str | Path, xscale: str = "
     Replicates are drawn as mean ± sd (error bars only when there is more than one replicate).
     ``xscale``: "linear", "logit" or "auto" (:func:`lotto.composability.xscale_for` of the table's sparsity
     grid, so every figure of one run gets the same scale; the workflow passes the config grid's scale).
-    ``context``: {"model", "dataset", "experiment"} for the title. Returns the three paths.
+    ``context``: {"model", "dataset", "experiment", "figure": {"width", "wide_width"}}: the title's names and the
+    figure's size (lotto.figures). Returns the three paths.
     """
     with style():
         fig = render(name, table, xscale=xscale, context=context)

@@ -9,6 +9,7 @@ from lotto.composability.claims import random_ticket_point
 from lotto.config import section_json
 from lotto.imp import FIGURES as IMP_FIGURE_NAMES
 from lotto.masks import vote_threshold
+from lotto.names import figure_context
 from lotto.paths import sparsity_tag
 from lotto.zoo import FIGURES as ZOO_FIGURE_NAMES
 
@@ -37,11 +38,9 @@ PRE_DIR = f"{ROOT}/rep{{rep}}/pre{{pre}}"
 FIGURES = [f for f in COMP_FIGURES if ACCURACY_VIEWS.get(f, (EVERY_OP,))[0] in [EVERY_OP, *OPS]]
 # one x scale for every sparsity figure of the run, from the config's grid (not from each figure's own points)
 COMP_XSCALE = xscale_for(COMP["sparsities"]) if COMP else "linear"
-# what every figure's title names: the run's model, dataset and experiment
-FIG_CONTEXT = shlex.quote(json.dumps(
-    {"model": config["model"]["name"], "dataset": config["data"]["dataset"], "experiment": config["experiment"]},
-    sort_keys=True, separators=(",", ":"),
-))
+# what every figure's title names (the run's model, dataset; each zoo task's data set) and its size on the
+# page (config section figures; lotto/figures.py)
+FIG_CONTEXT = shlex.quote(json.dumps(figure_context(config), sort_keys=True, separators=(",", ":")))
 TRAINING_CURVES_SHELL = (
     "lotto training-curves --title {params.title} --context {params.context} {params.groups} "
     "--out-prefix {params.prefix} > {log} 2>&1"
@@ -652,6 +651,13 @@ def claims_part(family):
 
 def claims_parts():
     return [claims_part(name) for name in _FAMILIES if config.get(name)]
+
+
+# === masks for PyTorch code without lotto (rules in export.smk) =====================================
+def exported_masks():
+    """The safetensors file export_mask writes for each mask among the run's targets."""
+    return [f"{ROOT}/export/{os.path.relpath(m, ROOT)[: -len('.mask')]}.safetensors" for m in TARGETS
+            if m.endswith(".mask")]
 
 
 # === the report (snakemake --report report.html): rules in report.smk, layout in lotto/report.py ===========
