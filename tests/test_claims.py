@@ -423,7 +423,7 @@ def test_methods_differ_needs_one_pair_not_every_pair(zoo_pass, tmp_path):
     # two methods with the same masks and one that differs: the claim is about the existence of different masks
     same = lambda t, m, h, r: _random_kept(r + (0 if m != "l1_structured" else 50))  # noqa: E731
     row = _row(zoo_eval(zoo_world(tmp_path / "some", masks=same)), zooc.METHODS_DIFFER)
-    assert row.verdict == "PASS" and "l1_structured" in row.compared
+    assert row.verdict == "PASS" and "L1 structured" in row.compared  # display names (lotto.names)
     every = lambda t, m, h, r: _random_kept(r)  # noqa: E731
     row = _row(zoo_eval(zoo_world(tmp_path / "f", masks=every)), zooc.METHODS_DIFFER)
     assert row.verdict == "FAIL" and row.estimate == pytest.approx(-0.1)
@@ -492,7 +492,7 @@ def test_finetune_matches_rewind_is_an_equivalence(zoo_pass, tmp_path):
     # finetuning better by 0.05 for one method: not comparable, whichever side wins
     fine = lambda t, m, h: 0.8 + (0.05 if h == "finetune" and m == "l1_structured" else 0.0)  # noqa: E731
     row = _row(zoo_eval(zoo_world(tmp_path / "f", acc=fine)), zooc.FINETUNE_MATCHES_REWIND)
-    assert row.verdict == "FAIL" and "l1_structured" in row.compared and row.estimate < 0
+    assert row.verdict == "FAIL" and "L1 structured" in row.compared and row.estimate < 0
     rewind = lambda t, m, h: 0.8 + (0.05 if h == "rewind_init" and m == "l1_structured" else 0.0)  # noqa: E731
     assert _row(zoo_eval(zoo_world(tmp_path / "r", acc=rewind)), zooc.FINETUNE_MATCHES_REWIND).verdict == "FAIL"
     row = _row(zoo_eval(zoo_world(tmp_path / "i", handlings=("rewind_init",))), zooc.FINETUNE_MATCHES_REWIND)

@@ -138,6 +138,24 @@ class _Records:
         return self.transfer.get((ticket, target), {})
 
 
+def _m(method: str) -> str:
+    from lotto.names import display
+
+    return display("method", method)
+
+
+def _h(handling: str) -> str:
+    from lotto.names import display
+
+    return display("handling", handling)
+
+
+def _t(ticket: str) -> str:
+    from lotto.names import display
+
+    return display("ticket", ticket)
+
+
 def _mean(records: Iterable[dict], key: str = "test_accuracy") -> float:
     vals = [float(r[key]) for r in records]
     return sum(vals) / len(vals)
@@ -183,7 +201,7 @@ def _methods_differ(rec: _Records, settings: Settings, comparable: float) -> Row
                 continue
             dist = {r: jaccard_distance(methods[ma][r][0], methods[mb][r][0]) - settings.margin for r in reps}
             est = replicated(dist)
-            pairs.append(Cell(f"{task}, {handling}: {ma} vs {mb}", est,
+            pairs.append(Cell(f"{task}, {_h(handling)}: {_m(ma)} vs {_m(mb)}", est,
                               f"Jaccard distance {est.value + settings.margin:.3f} at accuracies {acc_a:.3f} vs "
                               f"{acc_b:.3f}", margin=0.0))
     if not pairs and not far:
@@ -237,7 +255,7 @@ def _task_masks_overlap(rec: _Records, settings: Settings) -> Row:
             obs = sum(v[0] for v in values.values()) / len(values)
             rnd = sum(v[1] for v in values.values()) / len(values)
             cells.append(Cell(f"{ta} vs {tb}", est, f"Jaccard similarity {obs:.3f} vs {rnd:.3f} for random masks "
-                                                    f"of the same per-layer sparsity ({method}, {handling})"))
+                                                    f"of the same per-layer sparsity ({_m(method)}, {_h(handling)})"))
     if not cells:
         return claim.inconclusive("no replicate has bespoke masks of two tasks", settings)
     return settle(claim, cells, settings, scope="every pair of tasks")
@@ -257,7 +275,7 @@ def _bespoke_best(rec: _Records, settings: Settings) -> Row:
                 continue
             est, reps = _difference(own, other)
             if reps:
-                cells.append(Cell(f"on {t}: own vs bespoke_{u}", est,
+                cells.append(Cell(f"on {t}: own vs {_t(f'bespoke_{u}')}", est,
                                   f"{_mean(own[r] for r in reps):.3f} vs {_mean(other[r] for r in reps):.3f}"))
     if not cells:
         return claim.inconclusive("no task has both its own bespoke ticket and another's retrained on it", settings)
@@ -275,7 +293,7 @@ def _versus_random(claim: Claim, rec: _Records, settings: Settings, tickets) -> 
                 est, reps = _difference(acc, rnd)
                 if reps:
                     sp = _mean((acc[r] for r in reps), "sparsity")
-                    cells.append(Cell(f"{ticket} on {t}", est, f"{_mean(acc[r] for r in reps):.3f} (sparsity "
+                    cells.append(Cell(f"{_t(ticket)} on {t}", est, f"{_mean(acc[r] for r in reps):.3f} (sparsity "
                                       f"{sp:.3f}) vs random {_mean(rnd[r] for r in reps):.3f}"))
     if not cells:
         return claim.inconclusive("no task has both the random ticket and the compared tickets retrained on it",
@@ -352,8 +370,8 @@ def _finetune_matches_rewind(rec: _Records, settings: Settings) -> Row:
         if handling in REWINDS and fine:
             est, reps = _difference(accs, fine)
             if reps:
-                cells.append(Cell(f"{task}, {method}, {handling}", est,
-                                  f"{_mean(accs[r] for r in reps):.3f} vs finetune {_mean(fine[r] for r in reps):.3f} "
+                cells.append(Cell(f"{task}, {_m(method)}, {_h(handling)}", est,
+                                  f"{_mean(accs[r] for r in reps):.3f} vs {_h('finetune')} {_mean(fine[r] for r in reps):.3f} "
                                   f"(round {rec.last})"))
     if not cells:
         return claim.inconclusive("no method ran under both finetune and a rewinding handling", settings)
