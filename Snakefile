@@ -59,6 +59,7 @@ include: "workflow/rules/composability.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/zoo.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:
