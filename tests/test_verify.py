@@ -1,12 +1,20 @@
-"""Results you can trust later (issue 21): `lotto verify` on a finished tiny run with every kind of damage planted."""
+"""Results you can trust later (issue 21): `lotto verify` on a finished tiny run with every kind of damage planted,
+and a run whose snakemake is SIGKILLed midway, rerun with the README's command.
+
+One finished tiny run (real Snakemake, ~30 s on 2 cores) serves both: it is the tree the damage is planted in (a
+copy) and the clean run the recovered run's masks are compared with.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +171,160 @@ def test_a_job_reading_a_damaged_checkpoint_stops_with_one_line(finished, tmp_pa
         errors = [ln for ln in log.splitlines() if ln.startswith("lotto: error:")]
         assert len(errors) == 1 and f"{ckpt.relative_to(work)}: tensor 'conv1.weight' {expected}" in errors[0], log
         assert not mask.exists()
+
+
+# --------------------------------------------------------------------------- recovery from SIGKILL
+def processes_in(folder: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose working directory is ``folder`` or below it."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(p / "cwd")
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cwd == str(folder) or cwd.startswith(f"{folder}/"):
+            found.append((int(p.name), cmd))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Is process ``pid`` alive (a zombie, which a container's init may never reap, is not)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until_gone(folder: Path, seconds: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + seconds
+    while (left := processes_in(folder)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def test_a_sigkilled_snakemake_reruns_with_the_readme_command(finished, tmp_path):
+    """kill -9 of snakemake mid-run, then the same command again (README: "after a crash") with no flags: the
+    stale lock is cleared, the interrupted jobs are redone, the masks equal the clean run's byte for byte, and no
+    process of the killed run (its fork server, the forked jobs) outlives it."""
+    work = make_workdir(tmp_path).resolve()
+    command = ["--cores", "2", "--configfile", CONFIG]
+    incomplete = work / ".snakemake" / "incomplete"
+    with open(tmp_path / "killed.out", "w") as fh:
+        smk = subprocess.Popen([SNAKEMAKE, *command], cwd=work, env=env(), stdout=fh, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and smk.poll() is None:
+            # midway: masks being made while trainings run (their outputs marked incomplete)
+            if list((work / EXP).rglob("*.mask")) and len(list(incomplete.rglob("*"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert smk.poll() is None, "the run ended before it could be killed"
+        os.kill(smk.pid, signal.SIGKILL)  # snakemake only: its jobs and fork server are orphaned, as after kill -9
+        smk.wait(timeout=60)
+    finally:
+        if smk.poll() is None:
+            os.killpg(smk.pid, signal.SIGKILL)
+            smk.wait(timeout=60)
+    server_log = (work / ".snakemake/lotto-forkserver.log").read_text()
+    server = int(server_log.split("forkserver ", 1)[1].split(":", 1)[0])
+    assert list((work / ".snakemake/locks").glob("*.lock")), "the killed run left no lock: nothing to recover from"
+    killed_masks = masks_of(work)
+    assert 0 < len(killed_masks) < len(masks_of(finished)), "not killed midway"
+
+    rerun = snakemake(command, cwd=work)  # the README's command, unchanged
+    assert "lotto: removed the Snakemake lock" in rerun.stderr, rerun.stderr[-3000:]
+    assert "IncompleteFilesException" not in rerun.stderr and "LockException" not in rerun.stderr
+
+    assert masks_of(work) == masks_of(finished)
+    left = wait_until_gone(work, 60)
+    assert not left, f"processes of the killed run outlived it: {left}"
+    assert not running(server), "the killed run's fork server is still running"
+    proc = lotto_verify(work)
+    assert proc.returncode == 0, proc.stdout
+
+
+# --------------------------------------------------------------------------- the stale lock, case by case
+HOLDER = r"""
+import sys, time
+from lotto.recovery import claim
+print(claim(sys.argv[1], ["snakemake", "--cores", "1"]), flush=True)
+time.sleep(600)
+"""
+
+
+def _workdir_with_lock(tmp_path: Path) -> Path:
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text("results/x/init.safetensors\n")
+    (locks / "0.output.lock").write_text("results/x/rep0/init.safetensors\n")
+    return tmp_path
+
+
+def _claim_in_child(work: Path, *argv: str) -> tuple[str, str]:
+    """lotto.recovery.claim in a fresh process (as each snakemake is): (what it returned, the line it said)."""
+    code = ("import sys; from lotto.recovery import claim; "
+            "print(claim(sys.argv[1], ['snakemake', *sys.argv[2:]]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(work), *argv], capture_output=True, text=True,
+                          timeout=60, check=True)
+    return proc.stdout.strip(), proc.stderr.strip()
+
+
+def _record(work: Path, host: str, pid: int, start: str | None) -> None:
+    runs = work / ".snakemake" / "lotto-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{host}-{pid}.json").write_text(json.dumps({"host": host, "pid": pid, "start": start,
+                                                         "command": "snakemake --cores 2"}))
+
+
+def test_a_lock_whose_run_is_gone_is_cleared_naming_it(tmp_path):
+    from lotto.recovery import _start_time
+
+    work = _workdir_with_lock(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = _start_time(dead.pid)
+    dead.wait()
+    _record(work, socket_host(), dead.pid, start)
+    outcome, said = _claim_in_child(work, "--cores", "2")
+    assert outcome == "cleared"
+    assert said.startswith("lotto: removed the Snakemake lock") and f"pid {dead.pid}" in said and "\n" not in said
+    assert not list((work / ".snakemake/locks").glob("*.lock"))
+    assert not list((work / ".snakemake/lotto-runs").glob("*.json"))  # the dead record and the child's own: gone
+    assert _claim_in_child(work)[0] == "none"
+
+
+def test_the_lock_of_a_live_run_stays(tmp_path):
+    work = _workdir_with_lock(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(work)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "cleared"  # no run held the folder: that lock was stale
+        locks = work / ".snakemake/locks"
+        (locks / "1.output.lock").write_text("results/x/rep0/init.safetensors\n")  # the live run's own lock
+        outcome, said = _claim_in_child(work, "--cores", "2")
+        assert outcome == "alive" and f"pid {holder.pid}" in said and "its lock stays" in said
+        assert (locks / "1.output.lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _claim_in_child(work)[0] == "cleared"  # killed: now provably stale
+
+
+def test_a_lock_that_may_be_another_machines_gets_the_command_in_one_line(tmp_path):
+    work = _workdir_with_lock(tmp_path)
+    _record(work, "login-elsewhere", 4242, "123")
+    outcome, said = _claim_in_child(work, "--cores", "2", "--configfile", "workflow/configs/tiny.yaml")
+    assert outcome == "unknown" and "\n" not in said
+    assert "pid 4242 on login-elsewhere" in said and said.endswith("clear it with: snakemake --unlock")
+    assert (work / ".snakemake/locks/0.input.lock").exists()
+    outcome, _ = _claim_in_child(work, "--unlock")  # what that line says to run: the user vouches for the machine
+    assert outcome == "cleared" and not list((work / ".snakemake/lotto-runs").glob("*.json"))
+
+
+def socket_host() -> str:
+    import socket
+
+    return socket.gethostname()
