@@ -134,7 +134,10 @@ def cmd_verify(args) -> int:
     if name.lstrip().startswith("{"):
         name = "given inline"  # the `verify` rule passes the workflow's config as JSON: pages of it
     report = verify.verify(args.root, cfg, name, args.workdir)
-    print(verify.summary(report, limit=10**9 if args.all else 12), flush=True)
+    try:
+        print(verify.summary(report, limit=10**9 if args.all else 12), flush=True)
+    except BrokenPipeError:  # `lotto verify ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if report.failed else 0
 
 

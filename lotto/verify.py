@@ -136,11 +136,11 @@ def verify(root: str | Path, cfg: dict | None = None, config_name: str = "", wor
 
         config_name = str(root / "config.yaml")
         cfg = configmod.load(config_name, partial=True)
-    networks = networks_of(cfg) if cfg is not None else []
+    checkpoints = [p for p in files if p.suffix == ".safetensors"]
+    networks = networks_of(cfg) if cfg is not None else _recorded_networks(checkpoints)
     report = Report(root, config_name, networks, leftovers=[str(p) for p in leftovers])
     expected = {net: _shapes(net) for net in networks}
 
-    checkpoints = [p for p in files if p.suffix == ".safetensors"]
     masks = [p for p in files if p.suffix == ".mask"]
     records = [p for p in files if p.suffix == ".json"]
     staged = [p for p in files if p.suffix == ".npz"]
@@ -162,6 +162,25 @@ def verify(root: str | Path, cfg: dict | None = None, config_name: str = "", wor
     report.resume = [str(p) for p in _resume_states(root)]
     report.snakemake_dir, report.incomplete = _incomplete(root, workdir)
     return report
+
+
+def _recorded_networks(checkpoints: list[Path]) -> list[Network]:
+    """Without a config: the networks the checkpoints record (their headers), of the model most of them hold (a
+    zoo run's tasks may differ in classes; a checkpoint of another model is then the odd one out)."""
+    held = Counter()
+    for p in checkpoints:
+        try:
+            m = load_arrays(p, names=[])[1].get("model")  # the header only
+            held[Network(m["name"], m["in_channels"], m["num_classes"], m["image_size"])] += 1
+        except (ArtifactError, KeyError, TypeError, AttributeError):
+            continue  # reported when the checkpoint itself is read
+    if not held:
+        return []
+    model = Counter({net.model: 0 for net in held})
+    for net, n in held.items():
+        model[net.model] += n
+    name = model.most_common(1)[0][0]
+    return [net for net in held if net.model == name]
 
 
 def _check_checkpoint(report: Report, path: Path, expected: dict) -> None:
@@ -220,7 +239,7 @@ def _network_problem(path: Path, state: dict, meta: dict, expected: dict) -> str
 
 
 def _check_mask(report: Report, path: Path, expected: dict) -> None:
-    from lotto.masks import Mask, _layout_difference
+    from lotto.masks import Mask
 
     report.counts["mask"] += 1
     try:
@@ -234,10 +253,18 @@ def _check_mask(report: Report, path: Path, expected: dict) -> None:
         other = next((f"a {o.model}" for n in expected for o in _same_inputs(n) if _shapes(o)[1] == mask.layout),
                      "another network")
         report.damaged.append(("mask", f"{path}: a mask of {other}, not of this run's {net.model}: "
-                                       f"{_layout_difference(mask.layout, layout)} (this mask's vs the {net.model}'s); "
+                                       f"{_difference(mask.layout, layout)} (this mask's vs the {net.model}'s); "
                                        f"{_REDO}"))
         return
     _provenance(report, path, mask.meta)
+
+
+def _difference(a: tuple, b: tuple) -> str:
+    """Where two mask layouts first differ, in words."""
+    for i, ((na, sa), (nb, sb)) in enumerate(zip(a, b)):
+        if (na, sa) != (nb, sb):
+            return f"layer {i} is '{na}' {list(sa)} vs '{nb}' {list(sb)}"
+    return f"{len(a)} vs {len(b)} layers"
 
 
 def _check_staged(report: Report, path: Path) -> None:
@@ -322,9 +349,11 @@ def summary(report: Report, limit: int = 12) -> str:
     """The one-screen summary: a line per kind of check, then each damaged file (``limit`` at most)."""
     c = report.counts
     bad = Counter(kind for kind, _ in report.damaged)
+    nets = "; ".join(map(str, report.networks)) or "no network recorded"
     lines = [f"lotto verify {report.root}: " + (
-        f"config {report.config} ({'; '.join(map(str, report.networks))})" if report.networks
-        else "no config.yaml in the folder and none given (--config): networks not compared with the config")]
+        f"config {report.config} ({nets})" if report.config
+        else f"no config.yaml in it and none given (--config): checked against the network most checkpoints record "
+             f"({nets})")]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<12} {text}")

@@ -152,6 +152,12 @@ def test_every_kind_of_planted_damage_is_named(finished, tmp_path):
     assert "5 files DAMAGED" in out.splitlines()[-1] and "delete the temporary files" in out.splitlines()[-1]
     assert len(out.splitlines()) <= 30, "not one screen"
 
+    # a tree copied without the run's config.yaml: layouts against the network most checkpoints record
+    (root / "config.yaml").unlink()
+    proc = lotto_verify(work)
+    assert proc.returncode == 1 and "checked against the network most checkpoints record (lenet" in proc.stdout
+    assert planted["foreign layout"] in proc.stdout and planted["absurd value"] in proc.stdout
+
 
 def test_a_job_reading_a_damaged_checkpoint_stops_with_one_line(finished, tmp_path):
     """What the issue found used silently: a rerun of the masks of a checkpoint with a flipped bit, and of one
