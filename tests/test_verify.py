@@ -88,6 +88,7 @@ def resnet20_mask(path: Path) -> None:
     del torch
 
 
+@pytest.mark.slow
 def test_a_finished_run_verifies_clean(finished):
     proc = lotto_verify(finished)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -101,6 +102,7 @@ def test_a_finished_run_verifies_clean(finished):
     assert not proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_every_kind_of_planted_damage_is_named(finished, tmp_path):
     work = tmp_path / "wf"
     shutil.copytree(finished, work, symlinks=True)
@@ -140,6 +142,12 @@ def test_every_kind_of_planted_damage_is_named(finished, tmp_path):
     planted["stray temp file"] = f"1 temporary file of writes that never finished (safe to delete): " \
                                  f"{stray.relative_to(work)}"
 
+    # what a training killed between its saves leaves (lotto.train: <results>/.resume/<output path>.pt)
+    state = work / "results/.resume" / EXP / "rep0/pre4/sibling1/trained.safetensors.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"\0" * 100)
+    planted["resume state"] = f"1 resumable training state of interrupted trainings: {state.relative_to(work)}"
+
     proc = lotto_verify(work)
     out = proc.stdout
     print(out)
@@ -159,6 +167,7 @@ def test_every_kind_of_planted_damage_is_named(finished, tmp_path):
     assert planted["foreign layout"] in proc.stdout and planted["absurd value"] in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_job_reading_a_damaged_checkpoint_stops_with_one_line(finished, tmp_path):
     """What the issue found used silently: a rerun of the masks of a checkpoint with a flipped bit, and of one
     holding 1e30, now stops at that job with one line naming the file and the tensor."""
@@ -211,6 +220,7 @@ def wait_until_gone(folder: Path, seconds: float) -> list[tuple[int, str]]:
     return left
 
 
+@pytest.mark.slow
 def test_a_sigkilled_snakemake_reruns_with_the_readme_command(finished, tmp_path):
     """kill -9 of snakemake mid-run, then the same command again (README: "after a crash") with no flags: the
     stale lock is cleared, the interrupted jobs are redone, the masks equal the clean run's byte for byte, and no
@@ -240,6 +250,9 @@ def test_a_sigkilled_snakemake_reruns_with_the_readme_command(finished, tmp_path
     assert list((work / ".snakemake/locks").glob("*.lock")), "the killed run left no lock: nothing to recover from"
     killed_masks = masks_of(work)
     assert 0 < len(killed_masks) < len(masks_of(finished)), "not killed midway"
+    proc = lotto_verify(work)  # what the killed run left, as lotto verify sees it
+    assert proc.returncode == 1 and "Snakemake marks incomplete (its jobs were interrupted)" in proc.stdout, proc.stdout
+    assert "an interrupted run: rerun the same snakemake command" in proc.stdout.splitlines()[-1]
 
     rerun = snakemake(command, cwd=work)  # the README's command, unchanged
     assert "lotto: removed the Snakemake lock" in rerun.stderr, rerun.stderr[-3000:]
