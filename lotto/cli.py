@@ -135,7 +135,7 @@ def cmd_verify(args) -> int:
         name = "given inline"  # the `verify` rule passes the workflow's config as JSON: pages of it
     report = verify.verify(args.root, cfg, name, args.workdir)
     try:
-        print(verify.summary(report, limit=10**9 if args.all else 12), flush=True)
+        print(verify.summary(report, every=args.all), flush=True)
     except BrokenPipeError:  # `lotto verify ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if report.failed else 0
@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workdir", default=None,
                     help="Snakemake's working directory, holding .snakemake (default: the nearest folder above ROOT "
                     "that has one)")
-    sp.add_argument("--all", action="store_true", help="list every damaged file (default: the first 12)")
+    sp.add_argument("--all", action="store_true",
+                    help="list every damaged file (default: the first 12) and every file of each commit but the most "
+                    "common one")
 
     sp = add("report-config", cmd_report_config,
              "Write a config with the schema's defaults filled in as YAML (the report's copy of the run's config).")

@@ -345,8 +345,11 @@ def _files(n: int, what: str = "file") -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
-def summary(report: Report, limit: int = 12) -> str:
-    """The one-screen summary: a line per kind of check, then each damaged file (``limit`` at most)."""
+def summary(report: Report, every: bool = False, limit: int = 12) -> str:
+    """The one-screen summary: a line per kind of check, then each damaged file (``limit`` at most); ``every``: all
+    of them, and every file of each commit but the most common one."""
+    if every:
+        limit = len(report.damaged)
     c = report.counts
     bad = Counter(kind for kind, _ in report.damaged)
     nets = "; ".join(map(str, report.networks)) or "no network recorded"
@@ -374,9 +377,11 @@ def summary(report: Report, limit: int = 12) -> str:
         row("provenance", f"one lotto commit: {commits[0][0]} ({_files(len(commits[0][1]))})")
     else:
         row("provenance", f"MIXED: {len(commits)} lotto commits wrote this tree:")
-        for commit, paths in commits[:6]:
-            lines.append(f"      {commit}: {_files(len(paths))}" + (f" ({_some(paths)})" if len(paths) <= 3
-                                                                     or commit != commits[0][0] else ""))
+        for commit, paths in commits if every else commits[:6]:
+            shown = "" if commit == commits[0][0] and len(paths) > 3 else f" ({_some(paths, len(paths) if every else 2)})"
+            lines.append(f"      {commit}: {_files(len(paths))}{shown}")
+        if len(commits) > 6 and not every:
+            lines.append(f"      ... and {len(commits) - 6} more commits (lotto verify --all lists them)")
     if report.dirty:
         row("", f"note: {_files(len(report.dirty))} written from a checkout with uncommitted changes (the commit "
                 "does not pin their code)")

@@ -101,6 +101,11 @@ def test_a_finished_run_verifies_clean(finished):
     assert "without tensor digests" not in out  # everything this lotto writes carries them
     assert not proc.stderr, proc.stderr
 
+    # the same through the workflow's target: it builds nothing and prints the summary
+    target = snakemake(["verify", "--cores", "1", "--configfile", CONFIG], cwd=finished)
+    assert "verify: OK" in target.stdout + target.stderr and "config given inline" in target.stdout + target.stderr
+    assert "1 of 1 steps" in target.stdout + target.stderr  # the verify job only
+
 
 @pytest.mark.slow
 def test_every_kind_of_planted_damage_is_named(finished, tmp_path):
@@ -152,6 +157,8 @@ def test_every_kind_of_planted_damage_is_named(finished, tmp_path):
     out = proc.stdout
     print(out)
     assert proc.returncode == 1, out + proc.stderr
+    target = snakemake(["verify", "--cores", "1", "--configfile", CONFIG], cwd=work, check=False)
+    assert target.returncode != 0 and planted["bit flip"] in target.stdout + target.stderr
     for kind, text in planted.items():
         assert text in out, f"{kind}: {text!r} not in\n{out}"
     assert "0123456789abcdef0123456789abcdef01234567: 1 file (results/tiny/rep0/pre4/sibling3/metrics.json)" in out
