@@ -28,6 +28,15 @@ config.update(_validated)
 report: "workflow/report/workflow.rst"
 
 
+# A run killed hard (kill -9, a lost login session) leaves Snakemake's lock behind: lotto removes it when that run's
+# process is provably gone, else says in one line how to (lotto/recovery.py). The incomplete jobs it left are
+# rerun by the workflow profile (rerun-incomplete). Jobs that Snakemake runs inside cluster jobs lock nothing.
+if workflow.is_main_process:
+    from lotto.recovery import claim
+
+    claim()
+
+
 # A local run starts one fork server that imports torch once and forks a process per `lotto` command
 # (lotto/forkserver.py): a small config's jobs otherwise spend longer importing torch than training. Each
 # job stays its own process and files; LOTTO_FORKSERVER=off turns it off. Not for cluster jobs, dry runs or
@@ -70,6 +79,7 @@ include: "workflow/rules/imp.smk"
 include: "workflow/rules/zoo.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:

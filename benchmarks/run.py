@@ -20,6 +20,10 @@ threads   CPU only: two 1-thread trainings side by side vs one 2-thread training
           started together), total images/s.
 masks     ResNet-50 scale (25.5M prunable weights): global magnitude threshold of one network; union,
           intersection, overlap and the pairwise Jaccard matrix of 10 masks; bits per weight of .mask files.
+checkpoints
+          Reading a checkpoint (ResNet-20, ResNet-18) with both readers (torch: load_checkpoint; numpy: load_arrays,
+          the light jobs') and, timed on its own, the check of its tensor digests (sha256 of every tensor's bytes,
+          issue 21) within it; and sha256 of the file's bytes alone, MB/s.
 workflow  Snakefile parse time (a fresh interpreter; torch must not be imported) and ``snakemake -n`` on every
           paper-scale config (``--workflow-configs``: config.yaml, workflow/configs/imp-paper.yaml,
           workflow/configs/zoo-paper.yaml), each with its job count and its own parse + DAG time target.
@@ -65,6 +69,7 @@ TARGETS = {
     "global_magnitude_s": ("<", 0.2),
     "mask_ops_10_s": ("<", 0.5),
     "mask_bits_per_weight": ("<=", 1.2),
+    "checkpoint_digest_overhead_ms": ("<", 5.0),
     "snakefile_parse_s": ("<", 1.0),
     "dry_run_s": ("<", 10.0),
     "dag_efficiency": (">=", 0.5),
@@ -501,6 +506,70 @@ def print_masks(res):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------------------
+def section_checkpoints(args, log) -> dict:
+    """Reading a checkpoint and the part of it that checks the tensor digests (lotto.io._check_digests: sha256 of
+    every tensor read), timed on its own over the state each reader returns (a difference of two whole reads
+    drowns in their noise here)."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    from lotto import io
+    from lotto.models import build_model, prunable_names
+
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, shape in (("resnet20", (3, 10, 32)), ("resnet18", (3, 10, 32))):
+            model = build_model({"name": name}, *shape, 0)
+            meta = {"kind": "init", "step": 0, "prunable": prunable_names(model),
+                    "model": {"name": name, "in_channels": shape[0], "num_classes": shape[1], "image_size": shape[2]}}
+            path = Path(tmp) / f"{name}.safetensors"
+            io.save_checkpoint(path, model.state_dict(), meta)
+            with safe_open(str(path), framework="np") as fh:
+                header, present = fh.metadata(), list(fh.keys())
+            times = {k: [] for k in ("torch_read", "numpy_read", "torch_digests", "numpy_digests")}
+            for _ in range(args.rounds + 1):
+                for kind, reader in (("torch", io.load_checkpoint), ("numpy", io.load_arrays)):
+                    t = time.perf_counter()
+                    state, _ = reader(path)
+                    times[f"{kind}_read"].append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    io._check_digests(path, header, present, state)
+                    times[f"{kind}_digests"].append(time.perf_counter() - t)
+            raw = path.read_bytes()
+            t = time.perf_counter()
+            for _ in range(5):
+                hashlib.sha256(raw).hexdigest()
+            sha_mb_s = 5 * len(raw) / 1e6 / (time.perf_counter() - t)
+            # the first round pays page faults; the minimum is the work itself, the median adds what the machine's
+            # other processes take (on a shared 2-core machine, most of it)
+            med = {k: 1e3 * _median(v[1:]) for k, v in times.items()}
+            low = {k: 1e3 * min(v[1:]) for k, v in times.items()}
+            res[name] = {"file_mb": len(raw) / 1e6, "ms": med, "ms_min": low, "sha256_mb_s": sha_mb_s}
+            log(f"checkpoints: {name} {res[name]['file_mb']:.1f} MB: median {med}, min {low}")
+    res["checkpoint_digest_overhead_ms"] = max(res["resnet20"]["ms_min"][f"{k}_digests"] for k in ("torch", "numpy"))
+    return res
+
+
+def print_checkpoints(res):
+    rows = []
+    for name in ("resnet20", "resnet18"):
+        r = res[name]
+        for kind in ("torch", "numpy"):
+            rows.append([f"{name} ({r['file_mb']:.1f} MB), {kind} reader: read / of which digests, min (median) ms",
+                         f"{r['ms_min'][f'{kind}_read']:.1f} ({r['ms'][f'{kind}_read']:.1f}) / "
+                         f"{r['ms_min'][f'{kind}_digests']:.1f} ({r['ms'][f'{kind}_digests']:.1f})", "", ""])
+        rows.append([f"{name}: sha256 of the file's bytes alone (MB/s)", f"{r['sha256_mb_s']:.0f}", "", ""])
+    key = "checkpoint_digest_overhead_ms"
+    op, bound = TARGETS[key]
+    rows.append(["digest check per ResNet-20 read, slower reader, min (ms)", f"{res[key]:.2f}", f"{op} {bound}",
+                 "yes" if _meets(key, res[key]) else "NO"])
+    _table(rows, ["checkpoint reads", "value", "target", "met"])
+
+
+# ---------------------------------------------------------------------------------------------------------
 # workflow
 # ---------------------------------------------------------------------------------------------------------
 PARSE_SNIPPET = r"""
@@ -778,8 +847,8 @@ def _bool(v: str) -> bool:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="training,threads,masks,workflow",
-                   help="comma-separated subset of training,threads,masks,workflow,workflow_efficiency (the "
+    p.add_argument("--sections", default="training,threads,masks,checkpoints,workflow",
+                   help="comma-separated subset of training,threads,masks,checkpoints,workflow,workflow_efficiency (the "
                         "last runs the demo experiment: minutes of --efficiency-cores cores; not in the default)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<host>-<device>-<time>.json)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -813,7 +882,7 @@ def main(argv=None) -> int:
         thread_worker(args)
         return 0
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"training", "threads", "masks", "workflow", "workflow_efficiency"}
+    unknown = set(sections) - {"training", "threads", "masks", "checkpoints", "workflow", "workflow_efficiency"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
@@ -846,6 +915,9 @@ def main(argv=None) -> int:
     if "masks" in sections:
         report["masks"] = section_masks(args, log)
         print_masks(report["masks"])
+    if "checkpoints" in sections:
+        report["checkpoints"] = section_checkpoints(args, log)
+        print_checkpoints(report["checkpoints"])
     if "workflow" in sections:
         report["workflow"] = section_workflow(args, log)
         print_workflow(report["workflow"])

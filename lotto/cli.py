@@ -139,6 +139,21 @@ def cmd_provenance(args) -> None:
     log(f"{len(files)} artifacts, {len(rows)} distinct provenance record(s) -> {args.out}")
 
 
+def cmd_verify(args) -> int:
+    from lotto import verify
+
+    cfg = configmod.load(args.config, partial=True) if args.config else None
+    name = args.config or ""
+    if name.lstrip().startswith("{"):
+        name = "given inline"  # the `verify` rule passes the workflow's config as JSON: pages of it
+    report = verify.verify(args.root, cfg, name, args.workdir)
+    try:
+        print(verify.summary(report, every=args.all), flush=True)
+    except BrokenPipeError:  # `lotto verify ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1 if report.failed else 0
+
+
 def cmd_report_config(args) -> None:
     import yaml
 
@@ -285,6 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "folder: thousands of paths do not fit on one command line)")
     sp.add_argument("files", nargs="*", help=".safetensors, .mask and metrics .json files")
 
+    sp = add("verify", cmd_verify,
+             "Check a run's results folder: every checkpoint (tensor digests, finite values within the bound, the "
+             "config's network), mask (checksum, layout), JSON record and staged data file; the lotto commits that "
+             "wrote them; leftovers of an interrupted run (temporary files, resume states, outputs Snakemake marks "
+             "incomplete). Prints a one-screen summary; exits 1 when anything is damaged or left over, or the tree "
+             "mixes lotto commits.")
+    sp.add_argument("root", help="the run's results folder, results/<experiment>")
+    sp.add_argument("--config", default=None,
+                    help="the run's config (YAML file or inline JSON; default: the copy the run wrote, ROOT/config.yaml)")
+    sp.add_argument("--workdir", default=None,
+                    help="Snakemake's working directory, holding .snakemake (default: the nearest folder above ROOT "
+                    "that has one)")
+    sp.add_argument("--all", action="store_true",
+                    help="list every damaged file (default: the first 12) and every file of each commit but the most "
+                    "common one")
+
     sp = add("report-config", cmd_report_config,
              "Write a config with the schema's defaults filled in as YAML (the report's copy of the run's config).")
     common(sp, threads=False)
@@ -322,7 +353,7 @@ def _run(argv) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LOTTO_DEBUG", "") not in ("", "0")
     try:
-        args.func(args)
+        code = args.func(args)  # None, or a subcommand's own exit status (lotto verify)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
     except BrokenPipeError:
         raise
@@ -332,7 +363,7 @@ def _run(argv) -> int:
         code, line = _failure(exc, args)
         print(line, file=sys.stderr, flush=True)
         return code
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _one_line(text: str) -> str:

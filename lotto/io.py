@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,11 +122,26 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
 
 
+#: safetensors metadata key, beside "lotto", of the per-tensor digests: {name: {"dtype", "shape", "sha256"}}.
+#  Kept out of the "lotto" metadata so that the meta a reader gets (and may copy) is unchanged.
+DIGESTS_KEY = "lotto_digests"
+
+#: The largest magnitude a checkpoint's floating-point value (weight, bias, BatchNorm statistic) may have.
+#  Measured over the checkpoints of real runs of every model of the catalog (docs/ARCHITECTURE.md, "Checkpoints":
+#  the demo, the tiny configs, ResNet-20 on CIFAR-10, resnet18/vgg11/alexnet): the largest |value| was 356 (a
+#  BatchNorm running variance), weights stayed below 2. The bound is training's own divergence alarm
+#  (lotto.train.WEIGHT_WARN): a single weight of 1e6 saturates the softmax, so a working training stays far below
+#  it, while a flipped high exponent bit (x 2^64, x 2^128) or a planted 1e30 lies far beyond it.
+VALUE_BOUND = 1e6
+
+
 def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
     """Save a model state dict as safetensors with ``meta`` (step, seeds, config...) and the writer's
-    ``provenance`` (lotto.provenance) in its header.
+    ``provenance`` (lotto.provenance) in its header, and the digest of every tensor (:func:`tensor_digest`)
+    under :data:`DIGESTS_KEY`, which every read checks.
 
-    Refuses non-finite tensors (FloatingPointError naming the tensor): a diverged network is never an artifact.
+    Refuses non-finite tensors and values beyond :data:`VALUE_BOUND` (FloatingPointError naming the tensor):
+    a diverged network is never an artifact, and no lotto job writes what its readers would refuse.
     """
     from safetensors.torch import save_file
 
@@ -140,8 +157,42 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
             f"refusing to write {path}: tensor '{name}' holds {count} non-finite values (NaN or inf), the "
             "training diverged; lower training.lr and rerun"
         )
+    beyond = first_beyond_bound(tensors)
+    if beyond:
+        name, value = beyond
+        raise FloatingPointError(
+            f"refusing to write {path}: tensor '{name}' holds {value:.6g}, beyond the bound {VALUE_BOUND:.0e} that "
+            "no trained network of lotto's catalog reaches, the training diverged; lower training.lr and rerun"
+        )
+    digests = {k: tensor_digest(v) for k, v in tensors.items()}
     with atomic_write(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"lotto": json.dumps(meta, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata={"lotto": json.dumps(meta, sort_keys=True),
+                                               DIGESTS_KEY: json.dumps(digests, sort_keys=True)})
+
+
+def tensor_digest(t) -> dict:
+    """{"dtype", "shape", "sha256"} of a tensor (torch or numpy): the sha256 of its bytes as safetensors stores
+    them (C order, the machine's little-endian layout), without copying a contiguous CPU tensor. Cheap per tensor
+    (no torch op beyond ``numpy()``): a ResNet-20 has 128 of them."""
+    import numpy as np
+
+    if hasattr(t, "detach"):  # torch, through its methods: io itself never imports torch
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        dtype, shape = str(t.dtype).removeprefix("torch."), list(t.shape)
+        try:
+            a = t.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks: their bytes
+            import torch  # already imported: t is a torch tensor
+
+            a = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+    else:
+        a = np.asarray(t)
+        dtype, shape = a.dtype.name, list(a.shape)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return {"dtype": dtype, "shape": shape, "sha256": hashlib.sha256(a.data).hexdigest()}
 
 
 def first_non_finite(state: dict) -> tuple[str, int] | None:
@@ -159,6 +210,29 @@ def first_non_finite(state: dict) -> tuple[str, int] | None:
             bad = int((~np.isfinite(t)).sum())
             if bad:
                 return name, bad
+    return None
+
+
+def first_beyond_bound(state: dict, bound: float | None = None) -> tuple[str, float] | None:
+    """(name, value) of the first floating-point tensor (torch or numpy) holding a value of magnitude above
+    ``bound`` (default :data:`VALUE_BOUND`), with its largest such value; None when all are within. Non-finite
+    values are :func:`first_non_finite`'s to report."""
+    import numpy as np
+
+    bound = VALUE_BOUND if bound is None else bound
+    for name, t in state.items():
+        if hasattr(t, "is_floating_point"):
+            if not t.is_floating_point() or not t.numel():
+                continue
+            lo, hi = (float(v) for v in t.aminmax())
+        else:
+            a = np.asarray(t)
+            if not np.issubdtype(a.dtype, np.floating) or not a.size:
+                continue
+            lo, hi = float(a.min()), float(a.max())
+        value = hi if abs(hi) >= abs(lo) else lo
+        if abs(value) > bound:  # False for NaN: reported as non-finite
+            return name, value
     return None
 
 
@@ -206,6 +280,10 @@ def load_arrays(path: str | Path, names: list[str] | None = None) -> tuple[dict,
 
 
 def _read_safetensors(path, framework: str, names=None, **open_kw) -> tuple[dict, dict]:
+    """Read the tensors ``names`` (default: all) and the lotto metadata, and check them: non-finite values,
+    values beyond :data:`VALUE_BOUND`, then every tensor read against the digest the writer recorded (bytes,
+    dtype, shape). A checkpoint without digests (written before lotto recorded them) is read with one
+    warning line per file and process."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -233,7 +311,54 @@ def _read_safetensors(path, framework: str, names=None, **open_kw) -> tuple[dict
             f"{path}: tensor '{bad[0]}' holds {bad[1]} non-finite values (NaN or inf), a diverged or damaged "
             f"network; {_REDO} (with a lower training.lr if it diverged)"
         )
+    beyond = first_beyond_bound(state)
+    if beyond:
+        raise ArtifactError(
+            f"{path}: tensor '{beyond[0]}' holds {beyond[1]:.6g}, beyond the bound {VALUE_BOUND:.0e} that no "
+            f"trained network of lotto's catalog reaches: damaged, or written by a diverged training; {_REDO}"
+        )
+    # after the values, whose messages say more (which value) about the damage that a digest also shows
+    _check_digests(path, header, present, state)
     return state, meta
+
+
+#: the checkpoints this process read that carry no digests (each warned about once)
+UNDIGESTED: set[str] = set()
+
+
+def _check_digests(path: Path, header: dict, present: list[str], state: dict) -> None:
+    """Check the tensors read (``state``) against the digests in the header; every tensor the file holds must
+    have one, and every digest a tensor."""
+    if DIGESTS_KEY not in header:
+        if state and str(path) not in UNDIGESTED:  # a header-only read (provenance) checks no bytes
+            UNDIGESTED.add(str(path))
+            print(f"lotto: warning: {path}: written before lotto recorded tensor digests in checkpoints, so its "
+                  "bytes cannot be verified (values and shapes still are); rerun the job that wrote it to add them",
+                  file=sys.stderr, flush=True)
+        return
+    try:
+        digests = json.loads(header[DIGESTS_KEY])
+        if not isinstance(digests, dict) or not all(isinstance(d, dict) for d in digests.values()):
+            raise ValueError("not a JSON object of objects")
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: damaged tensor digests in its header ({exc}); {_REDO}") from None
+    unlisted = [n for n in present if n not in digests]
+    if unlisted:
+        raise ArtifactError(f"{path}: tensor '{unlisted[0]}' has no digest in the checkpoint's header (added after "
+                            f"it was written?); {_REDO}")
+    gone = [n for n in digests if n not in present]
+    if gone:
+        raise ArtifactError(f"{path}: tensor '{gone[0]}', recorded when the checkpoint was written, is missing; "
+                            f"{_REDO}")
+    for name, t in state.items():
+        want, got = digests[name], tensor_digest(t)
+        for key in ("dtype", "shape"):
+            if got[key] != want.get(key):
+                raise ArtifactError(f"{path}: tensor '{name}' has {key} {got[key]}, written as {want.get(key)}; "
+                                    f"{_REDO}")
+        if got["sha256"] != want.get("sha256"):
+            raise ArtifactError(f"{path}: tensor '{name}' does not match the sha256 recorded when it was written "
+                                f"(its bytes changed on disk or in a copy); {_REDO}")
 
 
 def _lotto_meta(path: Path, header: dict) -> dict:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lotto.curves import format_duration
-from lotto.io import atomic_write
+from lotto.io import VALUE_BOUND, atomic_write
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,9 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
 # A weight magnitude that means divergence while the loss may still be finite. Kaiming/Glorot initialisations
 # give |w| of order 1/sqrt(fan_in), and trained networks (weight decay, BatchNorm) stay within ~1-10; a single
 # weight of 1e6 already drives logits to ~1e6 on unit inputs (softmax saturated, gradients exploding), yet it is
-# 32 orders of magnitude below float32 overflow, so the warning comes long before the loss turns NaN.
-WEIGHT_WARN = 1e6
+# 32 orders of magnitude below float32 overflow, so the warning comes long before the loss turns NaN. It is
+# the bound lotto.io refuses to save or read beyond: the warning says early what will stop the run at saving.
+WEIGHT_WARN = VALUE_BOUND
 
 
 @torch.no_grad()

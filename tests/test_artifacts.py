@@ -117,7 +117,40 @@ def nan_checkpoint(d: Path) -> tuple[Path, str]:
     return path, "'conv2.weight'"
 
 
-DAMAGED_CHECKPOINTS = [truncated_checkpoint, wrong_shape_checkpoint, foreign_checkpoint, nan_checkpoint]
+def _first_float_at(path: Path, name: str) -> int:
+    """Where the bytes of tensor ``name``'s first value lie in a safetensors file (8-byte header length, JSON
+    header with each tensor's data offsets, then the data)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return 8 + n + json.loads(raw[8:8 + n])[name]["data_offsets"][0]
+
+
+def bit_flipped_checkpoint(d: Path) -> tuple[Path, str]:
+    """One bit of one weight, in place: the value stays finite and close (the file is well-formed and the right
+    size), so only the digest recorded at writing tells it apart."""
+    raw = bytearray((d / "init.safetensors").read_bytes())
+    at = _first_float_at(d / "init.safetensors", "fc2.weight")
+    before = struct.unpack("<f", raw[at:at + 4])[0]
+    raw[at + 1] ^= 0x04  # a low mantissa bit
+    after = struct.unpack("<f", raw[at:at + 4])[0]
+    assert np.isfinite(after) and 0 < abs(after - before) < 1e-3 * abs(before)
+    path = d / "flipped.safetensors"
+    path.write_bytes(bytes(raw))
+    return path, "'fc2.weight' does not match the sha256 recorded when it was written"
+
+
+def absurd_checkpoint(d: Path) -> tuple[Path, str]:
+    """One weight set to 1e30, in place (finite in float32)."""
+    raw = bytearray((d / "init.safetensors").read_bytes())
+    at = _first_float_at(d / "init.safetensors", "conv1.weight")
+    raw[at:at + 4] = struct.pack("<f", 1e30)
+    path = d / "absurd.safetensors"
+    path.write_bytes(bytes(raw))
+    return path, "'conv1.weight' holds 1e+30, beyond the bound"
+
+
+DAMAGED_CHECKPOINTS = [truncated_checkpoint, wrong_shape_checkpoint, foreign_checkpoint, nan_checkpoint,
+                       bit_flipped_checkpoint, absurd_checkpoint]
 
 
 def truncated_mask(d: Path) -> tuple[Path, str]:
@@ -182,6 +215,46 @@ def test_the_bit_flipped_mask_would_have_loaded_silently_without_its_checksum(go
     assert silent.kept() != header["kept"]
 
 
+def test_checkpoints_carry_a_digest_of_every_tensor_read_back_by_torch_and_numpy(tmp_path):
+    """ResNet-20 (BatchNorm: 0-d int64 counters beside float32 tensors), written and read by both readers."""
+    from lotto import models
+
+    model = models.build_model({"name": "resnet20"}, 3, 10, 32, 0)
+    meta = {"kind": "init", "step": 0, "prunable": models.prunable_names(model),
+            "model": {"name": "resnet20", "in_channels": 3, "num_classes": 10, "image_size": 32}}
+    path = tmp_path / "r20.safetensors"
+    io.save_checkpoint(path, model.state_dict(), meta)
+    with safe_open(str(path), framework="np") as fh:
+        digests = json.loads(fh.metadata()[io.DIGESTS_KEY])
+        assert set(digests) == set(fh.keys()) == set(model.state_dict())
+        counter = fh.get_tensor("bn.num_batches_tracked")
+    assert counter.shape == () and digests["bn.num_batches_tracked"] == io.tensor_digest(counter)
+    assert digests["conv.weight"] == {"dtype": "float32", "shape": [16, 3, 3, 3],
+                                      "sha256": io.tensor_digest(model.state_dict()["conv.weight"])["sha256"]}
+    state, read_meta = io.load_checkpoint(path)
+    arrays, _ = io.load_arrays(path)
+    assert io.DIGESTS_KEY not in read_meta and "lotto_digests" not in json.dumps(read_meta)
+    assert all(torch.equal(state[k], v) and (arrays[k] == v.numpy()).all() for k, v in model.state_dict().items())
+
+
+def test_a_checkpoint_without_digests_is_read_with_one_warning_line(good, run):
+    """Written before lotto recorded digests (re-saved here without them): still read, with one warning line per
+    file however often it is read, and still checked for values."""
+    state, meta = _state_and_meta(good / "init.safetensors")
+    old = good / "undigested.safetensors"
+    save_file(state, str(old), metadata={"lotto": meta})
+    io.UNDIGESTED.discard(str(old))
+    out = good / "undigested.mask"
+    code, err = run("prune", "--checkpoint", old, "--sparsity", 0.5, "--out", out)
+    assert code == 0, err
+    assert Mask.load(out).equal(Mask.load(good / "good.mask"))
+    warnings = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith(f"lotto: warning: {old}: written before lotto recorded "
+                                                         "tensor digests"), err
+    code, err = run("prune", "--checkpoint", old, "--sparsity", 0.8, "--out", good / "undigested-0.8.mask")
+    assert code == 0 and "warning" not in err, err  # the same process (a fork server child would be a new one)
+
+
 def test_masks_of_different_layouts_are_refused_naming_both_files(good, run):
     other = good / "other-network.mask"
     Mask.from_bools({"fc.weight": np.ones((10, 784), bool)}).save(other)
@@ -240,13 +313,18 @@ def test_an_unexpected_error_is_one_line_with_the_way_to_the_traceback(good, run
     assert "RuntimeError" in line and "--debug" in line
 
 
-def test_exploding_weights_with_a_finite_loss_are_a_warning_and_recorded(good, run):
+def test_exploding_weights_with_a_finite_loss_are_a_warning_then_refused_at_saving(good, run):
+    """Weights beyond io.VALUE_BOUND (finite, the loss too) are a warning while training and are not saved: every
+    reader would refuse them (issue 21), so the training that made them fails, naming the tensor and the value."""
     out, metrics = good / "exploding.safetensors", good / "exploding.json"
     code, err = run(*train_argv(good, good / "init.safetensors", out, "--end", 1, "--metrics", metrics,
                                 config=_config(lr=1e9)))
-    assert code == 0, err
     assert "warning: the largest weight magnitude" in err
-    assert 1e6 < json.loads(metrics.read_text())["max_abs_weight"] < float("inf")
+    line = assert_refused(code, err, out, str(out))
+    assert "beyond the bound 1e+06" in line and "training.lr" in line
+    value = float(line.split(" holds ")[1].split(",")[0])
+    assert 1e6 < abs(value) < float("inf")
+    assert not metrics.exists()
 
     out, metrics = good / "healthy.safetensors", good / "healthy.json"
     code, err = run(*train_argv(good, good / "init.safetensors", out, "--metrics", metrics))
