@@ -116,7 +116,9 @@ class Report:
 
     @property
     def failed(self) -> bool:
-        return bool(self.damaged or self.mixed or self.leftovers or self.resume or self.incomplete)
+        # more than one lotto commit is reported, not failed: a tree legitimately spans code changes (a rerun
+        # after a commit keeps the outputs whose inputs did not change); the list says which files came from which
+        return bool(self.damaged or self.leftovers or self.resume or self.incomplete)
 
 
 def verify(root: str | Path, cfg: dict | None = None, config_name: str = "", workdir: str | Path | None = None
@@ -409,7 +411,9 @@ def summary(report: Report, every: bool = False, limit: int = 12) -> str:
 
 def _verdict(report: Report) -> str:
     if not report.failed:
-        return "verify: OK, every artifact intact" + ("" if report.mixed else " and made by one lotto commit")
+        return "verify: OK, every artifact intact" + (
+            f"; written by {len(report.commits)} lotto commits (listed above)" if report.mixed
+            else " and made by one lotto commit")
     todo = []
     if report.damaged:
         them = "it" if len(report.damaged) == 1 else "them"
@@ -420,5 +424,6 @@ def _verdict(report: Report) -> str:
     if report.resume or report.incomplete:
         todo.append("an interrupted run: rerun the same snakemake command to finish it")
     if report.mixed:
-        todo.append("more than one lotto commit: rerun with one checkout (snakemake --forceall) if that matters")
+        todo.append("note: more than one lotto commit wrote it (snakemake --forceall with one checkout if that "
+                    "matters)")
     return "verify: FAILED: " + "; ".join(todo)
