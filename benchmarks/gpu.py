@@ -452,7 +452,7 @@ def section_gpu(args, device, log) -> dict:
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(device)
         steps = _trainer(data, device, {**_switches(args), **sw})
-        r = measure(steps, seconds=3.0 if on_gpu else 2.0, warmup=20 if on_gpu else 1, chunk=25 if on_gpu else 2)
+        r = measure(steps, seconds=2.0, warmup=20 if on_gpu else 1, chunk=25 if on_gpu else 2)
         if on_gpu:
             r["peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         variants[name] = r
@@ -468,7 +468,7 @@ def section_gpu(args, device, log) -> dict:
     levels = SHARING if on_gpu else CPU_SHARING
     log(f"gpu: {', '.join(map(str, levels))} trainings side by side (separate processes, 1 thread each, "
         f"switches {res['switches_of_the_config']})")
-    res["sharing"] = sharing(args, device, levels, seconds=5.0 if on_gpu else 3.0, log=log)
+    res["sharing"] = sharing(args, device, levels, seconds=4.0 if on_gpu else 3.0, log=log)
 
     # 3. config.yaml's GPU-hours
     work = config_workload()

@@ -830,9 +830,14 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from lotto.config import ConfigError
     from lotto.train import pick_device
 
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ConfigError as exc:  # --device cuda without CUDA: say so in one line
+        print(f"benchmarks/run.py: --device {args.device}: {exc}", file=sys.stderr)
+        return 2
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     report = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

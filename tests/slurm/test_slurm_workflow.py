@@ -284,6 +284,18 @@ PRE = "results/tlimit/rep0/pre0"
 RUNTIME_BY_ATTEMPT = "sibling:runtime=1 if attempt == 1 else 10"
 
 
+def _timed_out_once(cluster, res, fields):
+    """A run whose one Slurm job hit its time limit and was resubmitted by Snakemake itself: the two job ids
+    (TIMEOUT, then COMPLETED) and their sacct ``fields`` by id."""
+    assert res.returncode == 0, res.tail()
+    assert "Trying to restart job" in res.output, res.tail()
+    ids = res.job_ids
+    assert len(ids) == 2, res.tail()
+    states = cluster.wait_for_states(ids)
+    assert [states[i] for i in ids] == ["TIMEOUT", "COMPLETED"], (states, res.tail())
+    return ids, {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", *fields))}
+
+
 class _LogVersions(threading.Thread):
     """Every version of a log file while Snakemake runs: each attempt of a job starts its log afresh
     (`> {log}`), so the killed attempt's log exists only until the next attempt starts, seconds later."""
@@ -354,13 +366,7 @@ def test_training_stopped_by_slurm_time_limit_is_resubmitted_and_resumes(gpu_clu
             cwd=work, timeout=600, env={"PATH": wf_env()["PATH"]},
         )
         versions = logs.stop()
-        assert res.returncode == 0, res.tail()
-        assert "Trying to restart job" in res.output, res.tail()
-        ids = res.job_ids
-        assert len(ids) == 2, res.tail()
-        states = cluster.wait_for_states(ids)
-        assert [states[i] for i in ids] == ["TIMEOUT", "COMPLETED"], (states, res.tail())
-        rows = {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", "State", "Comment", "Timelimit"))}
+        ids, rows = _timed_out_once(cluster, res, ("State", "Comment", "Timelimit"))
         # the same rule and target (the plugin's --comment carries both), with the runtime of its attempt
         assert rows[ids[0]]["Comment"] == rows[ids[1]]["Comment"], rows
         assert _rule(rows[ids[0]]["Comment"]) == "sibling", rows
@@ -434,13 +440,7 @@ def test_bundle_stopped_by_slurm_time_limit_is_resubmitted_and_each_training_res
         )
     finally:
         versions = {i: w.stop() for i, w in logs.items()}
-    assert res.returncode == 0, res.tail()
-    assert "Trying to restart job" in res.output, res.tail()
-    ids = res.job_ids
-    assert len(ids) == 2, res.tail()
-    states = cluster.wait_for_states(ids)
-    assert [states[i] for i in ids] == ["TIMEOUT", "COMPLETED"], (states, res.tail())
-    rows = {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", "Comment", "Timelimit", "AllocTRES"))}
+    ids, rows = _timed_out_once(cluster, res, ("Comment", "Timelimit", "AllocTRES"))
     assert {_rule(rows[i]["Comment"]) for i in ids} == {"gpu_sibling_rep0_pre0_sibling"}, rows
     assert [rows[i]["Timelimit"] for i in ids] == ["00:01:00", "00:30:00"], rows
     assert all("gres/gpu=1" in rows[i]["AllocTRES"] and "cpu=2" in rows[i]["AllocTRES"] for i in ids), rows

@@ -104,6 +104,9 @@ os.environ[PER_GPU_ENV] = str(TPG)
 # Locally, --resources gpu=G says how many GPUs there are, and each GPU job takes one of a GPU's TPG slots
 # (claimed by lotto.devices): the scheduler counts G x TPG. The original G is kept on the workflow, so that
 # parsing this file twice in one process does not multiply twice. (A cluster's GPUs are Slurm's to count.)
+# This and training_group() set Snakemake's own settings (workflow.global_resources, group_settings), which
+# Snakemake offers no directive for: tests/test_devices.py and tests/slurm pin them for the version in
+# constraints.txt.
 if TPG > 1 and "gpu" in workflow.global_resources:
     if not hasattr(workflow, "_lotto_gpus"):
         workflow._lotto_gpus = workflow.global_resources["gpu"].value
