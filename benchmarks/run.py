@@ -38,6 +38,12 @@ workflow_efficiency
           (lotto/forkserver.py: torch imported once, a forked child per job) and with LOTTO_FORKSERVER=off
           (every job its own interpreter), checking that both write the same masks, byte for byte.
           Meaningful on an otherwise idle machine only.
+gpu       Not in the default set. ResNet-20 / CIFAR-10 on one GPU in about 5 minutes (benchmarks/gpu.py): images/s
+          at batch 128 for fp32, bf16 autocast, channels_last and torch.compile; the aggregate images/s of 1, 2, 4
+          and 8 trainings sharing the GPU (separate processes) with their peak GPU memory; the GPU-hours of
+          config.yaml projected from them; bf16 against fp32 (accuracy, masks); the tiny DAG with
+          training.device: cuda. Without a GPU: says so, prints the CPU figures (a minute) and exits 0.
+          How to read it for a config: docs/cluster.md, "Trainings per GPU".
 
 Data: CIFAR-10 from --cifar (a directory with train.npz holding x uint8 N x 32 x 32 x 3 and y), else
 $LOTTO_CIFAR10, else data/cifar10, else torchvision's files under data/torchvision, else synthetic uint8 images
@@ -848,8 +854,9 @@ def _bool(v: str) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,threads,masks,checkpoints,workflow",
-                   help="comma-separated subset of training,threads,masks,checkpoints,workflow,workflow_efficiency (the "
-                        "last runs the demo experiment: minutes of --efficiency-cores cores; not in the default)")
+                   help="comma-separated subset of training,threads,masks,checkpoints,workflow,workflow_efficiency,gpu "
+                        "(workflow_efficiency runs the demo experiment: minutes of --efficiency-cores cores; gpu: "
+                        "about 5 minutes of one GPU; neither is in the default)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/<host>-<device>-<time>.json)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -873,6 +880,8 @@ def main(argv=None) -> int:
                    help="snakemake --cores of the workflow_efficiency run (default 2)")
     p.add_argument("--no-efficiency-baseline", dest="efficiency_baseline", action="store_false",
                    help="workflow_efficiency: skip the second run with LOTTO_FORKSERVER=off (half the time)")
+    p.add_argument("--gpu-fidelity-epochs", type=int, default=2,
+                   help="gpu: epochs of each of the three bf16-vs-fp32 trainings (real CIFAR-10 only; default 2)")
     p.add_argument("--thread-rounds", type=int, default=3)
     p.add_argument("--thread-steps", type=int, default=8)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -882,7 +891,7 @@ def main(argv=None) -> int:
         thread_worker(args)
         return 0
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"training", "threads", "masks", "checkpoints", "workflow", "workflow_efficiency"}
+    unknown = set(sections) - {"training", "threads", "masks", "checkpoints", "workflow", "workflow_efficiency", "gpu"}
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
@@ -890,9 +899,14 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from lotto.config import ConfigError
     from lotto.train import pick_device
 
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ConfigError as exc:  # --device cuda without CUDA: say so in one line
+        print(f"benchmarks/run.py: --device {args.device}: {exc}", file=sys.stderr)
+        return 2
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     report = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -924,6 +938,12 @@ def main(argv=None) -> int:
     if "workflow_efficiency" in sections:
         report["workflow_efficiency"] = section_workflow_efficiency(args, log)
         print_workflow_efficiency(report["workflow_efficiency"])
+    if "gpu" in sections:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import gpu  # benchmarks/gpu.py
+
+        report["gpu"] = gpu.section_gpu(args, device, log)
+        gpu.print_gpu(report["gpu"], _table)
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = Path(args.out) if args.out else (
         ROOT / "benchmarks" / "results"

@@ -451,6 +451,13 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
         )
     if data["dataset"] == "mnist_embedded" and data["source"] != "embedded":
         problems.append("config key 'data.source': dataset 'mnist_embedded' needs source 'embedded'")
+    res = cfg.get("resources", {})
+    if res.get("trainings_per_gpu", 1) > 1 and res.get("train_gpus", 1) != 1:
+        problems.append(
+            f"config key 'resources.trainings_per_gpu': {res['trainings_per_gpu']} trainings share one GPU, which "
+            f"needs resources.train_gpus: 1 (it is {res['train_gpus']}); set trainings_per_gpu: 1 for "
+            f"{'CPU-only' if res['train_gpus'] == 0 else 'multi-GPU'} training jobs"
+        )
     ms = cfg.get("training", {}).get("milestones", [])
     if ms != sorted(ms):
         problems.append("config key 'training.milestones': must be increasing")

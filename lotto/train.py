@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import signal
 import threading
 import time
@@ -68,27 +69,41 @@ class Schedule:
 
 def pick_device(requested: str = "auto", exclusive: bool = False, log: Callable[[str], None] | None = None
                 ) -> torch.device:
-    """CUDA when present (``auto``), else the CPU.
+    """CUDA when present (``auto``), else the CPU; ``cuda`` without a CUDA device is a config error, raised
+    before anything is loaded.
 
-    ``exclusive`` (training jobs): on a machine with several GPUs and no CUDA_VISIBLE_DEVICES, claim a
-    device of our own for the life of the process (``lotto.devices``), so that concurrent jobs started by
-    ``snakemake --resources gpu=G`` spread over the GPUs. With CUDA_VISIBLE_DEVICES set (Slurm sets it for
-    the job's allocation) the visible devices are used as they are.
+    ``exclusive`` (training jobs): claim a device slot for the life of the process (``lotto.devices``): one of
+    ``resources.trainings_per_gpu`` slots on one of the GPUs, so that the concurrent jobs of
+    ``snakemake --resources gpu=G`` spread over the GPUs and no more than that many share one. With
+    CUDA_VISIBLE_DEVICES set (Slurm sets it for the job's allocation) the slots are those of the listed
+    devices; the claim is made (and logged) even when torch cannot use them, e.g. the fake GPUs of the test
+    cluster, where the training then runs on the CPU.
     """
     if requested == "cpu":
         return torch.device("cpu")
-    if torch.cuda.is_available():
-        if exclusive:
-            from lotto import devices
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        from lotto.config import ConfigError
 
-            index = devices.claim_for_process(torch.cuda.device_count(), log=log)
-            if index is not None:
-                torch.cuda.set_device(index)
-                return torch.device("cuda", index)
-        return torch.device("cuda")
-    if requested == "cuda":
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
-    return torch.device("cpu")
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        seen = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            f"config key 'training.device': 'cuda', but torch {torch.__version__} ({build}) finds no CUDA device "
+            f"on {platform.node() or 'this machine'}"
+            + (f" (CUDA_VISIBLE_DEVICES={seen!r})" if seen is not None else "")
+            + "; use 'auto' (CUDA where present, else the CPU) or 'cpu', or run on a machine with a GPU"
+        )
+    if exclusive:
+        from lotto import devices
+
+        held = devices.claim_for_process(torch.cuda.device_count() if cuda else None, log=log)
+        if held is not None and cuda:
+            torch.cuda.set_device(held.index)
+            return torch.device("cuda", held.index)
+        if held is not None and log is not None:
+            log(f"warning: GPU {held.name} was allotted (CUDA_VISIBLE_DEVICES), but torch {torch.__version__} "
+                "finds no CUDA device: training on the CPU")
+    return torch.device("cuda") if cuda else torch.device("cpu")
 
 
 def _mask_tensors(mask, device) -> dict[str, torch.Tensor]:

@@ -86,7 +86,8 @@ def cluster_submissions(work: Path, configfile: str, profile: str = "slurm") -> 
     """What ``snakemake --profile <profile>`` would submit to the cluster for a config, from its dry run:
     {"groups": {group id: {rule: jobs of it in the group}}, "jobs": {rule: ungrouped jobs of it}, "local":
     {rule: jobs run on the submitting host}, "total": submissions}. A group job is one submission, whatever it
-    holds."""
+    holds; several group jobs of one group id (group-components joins at most N unconnected parts per job) are
+    keyed <id>, <id>#2, <id>#3, ..."""
     local = set(json.loads(subprocess.run(
         [sys.executable, "-c", _LOCAL_RULES, configfile], cwd=work, env=env(), capture_output=True, text=True,
         check=True).stdout.strip().splitlines()[-1]))
@@ -98,7 +99,10 @@ def cluster_submissions(work: Path, configfile: str, profile: str = "slurm") -> 
     for line in out.splitlines():
         m = _GROUP_RE.search(line)
         if m:
-            group = m.group(1)
+            group, n = m.group(1), 1
+            while group in groups:
+                n += 1
+                group = f"{m.group(1)}#{n}"
             groups[group] = {}
             continue
         m = _RULE_RE.match(line)

@@ -80,6 +80,42 @@ def test_light_jobs_go_out_in_bundles(work, config, trainings, bundles):
     assert "init" in sub["local"] and "stage_data" in sub["local"]
 
 
+
+TRAINING_RULES = {"pretrain", "sibling", "retrain", "zoo_pretrain", "zoo_dense", "zoo_round", "zoo_retrain",
+                  "imp_train"}
+
+
+@pytest.mark.parametrize("config, submissions", [
+    # pretraining 2 -> 1; siblings 3 per rewind point -> 2 + 2; retrainings 12 -> 6 + 6; 2 mask bundles
+    ("workflow/configs/tiny.yaml", 1 + 4 + 12 + 2),
+    # pretraining 1; dense level 0 of both rewind points 1; fixed levels 1, 2: 1 each (each with its 2
+    # pruning steps); adaptive levels 1, 2: 1 each; evaluations (paths, slice, adaptive pruning) 8 on their own
+    ("workflow/configs/imp-tiny.yaml", 1 + 1 + 2 + 2 + 8),
+    # dense 1; rounds 7 per iteration -> 4 + 4; transfer retrainings 6 -> 3; the transfer tickets' bundle
+    ("workflow/configs/zoo-tiny.yaml", 1 + 8 + 3 + 1),
+])
+def test_trainings_go_out_in_bundles_of_trainings_per_gpu(work, config, submissions):
+    """resources.trainings_per_gpu: 2 (from `snakemake -n --profile slurm`): every training is in a bundle of
+    at most 2 trainings that became ready together, every bundle but a group's last holds 2, and no
+    training goes out on its own; the light bundles are as before."""
+    text = (work / config).read_text()
+    shared = f"{config[:-5]}-2-per-gpu.yaml"
+    (work / shared).write_text(text.replace("train_gpus: 0", "train_gpus: 1\n  trainings_per_gpu: 2"))
+    one, two = cluster_submissions(work, config), cluster_submissions(work, shared)
+    assert not TRAINING_RULES & set(two["jobs"]), two["jobs"]
+    trainings = {}
+    for g, rules in two["groups"].items():
+        n = sum(v for r, v in rules.items() if r in TRAINING_RULES)
+        if n:
+            assert g.startswith("gpu_") and 1 <= n <= 2, (g, rules)
+            trainings.setdefault(g.split("#")[0], []).append(n)
+        else:
+            assert two["groups"][g] == one["groups"][g], g  # a light bundle
+    assert all(sorted(ns)[1:] == [2] * (len(ns) - 1) for ns in trainings.values()), trainings
+    assert sum(map(sum, trainings.values())) == sum(v for r, v in one["jobs"].items() if r in TRAINING_RULES) + sum(
+        v for rules in one["groups"].values() for r, v in rules.items() if r in TRAINING_RULES)
+    assert two["total"] == submissions
+
 def test_workflow_profile_spaces_out_snakemakes_reevaluation_timers():
     """profiles/default (read by every run of the workflow) gives Snakemake's job-rate limiter a longer span:
     its re-evaluation timers pile up (one per finished job) and fire once per span each; a run exits only

@@ -7,6 +7,10 @@
   COMPLETED in sacct, the training jobs got a GPU (the cluster's fake gres), the bundles none and the
   CPUs and memory of the profile's light_slots, and masks, checkpoints and metrics are identical to a local
   ``--cores`` run with the same threads per job.
+* With resources.trainings_per_gpu: 2, a slice of the tiny config goes out as bundles of two trainings (one
+  Slurm job with one GPU each, the trainings side by side, each its own Snakemake job), each training holds
+  its own slot of its job's GPU (read back from its log), and masks, checkpoints and metrics are those of a
+  local run with one training per process and GPU.
 * A training job stopped by a real Slurm time limit (runtime=1 minute on its first attempt) is resubmitted
   by Snakemake itself (the profile's `retries`; 10 minutes on attempt 2), resumes from its last resumable
   state and ends with the weights of an uninterrupted run: one snakemake command.
@@ -147,6 +151,80 @@ def test_tiny_config_via_repo_profile_matches_local_run(gpu_cluster, tmp_path):
     assert not list((work / "results" / ".resume").rglob("*")), "no states and no empty folders left"
 
 
+# --------------------------------------------------------------------------- trainings sharing a GPU
+#: a small slice of the tiny config: one rewind point, k in {2, 3}, one sparsity: 1 pretraining, 3 siblings,
+#: 6 retrainings (one-shot, random, union and intersection at k = 2 and 3)
+SHARED = {"pretrain_steps: [0, 4]": "pretrain_steps: [4]", "sparsities: [0.5, 0.8]": "sparsities: [0.5]"}
+_SLOT_RE = re.compile(r"device slot: GPU (\S+) = cuda:(\d+), slot (\d+) \(of (\d+) per GPU\), lock (\S+)")
+
+
+def _shared_config(work: Path, per_gpu: int) -> str:
+    text = (work / "workflow/configs/tiny.yaml").read_text()
+    for old, new in {**SHARED, "train_gpus: 0": f"train_gpus: 1\n  trainings_per_gpu: {per_gpu}"}.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    name = f"tiny-{per_gpu}-per-gpu.yaml"
+    (work / name).write_text(text)
+    return name
+
+
+def test_trainings_share_a_gpu_in_bundles_with_the_masks_of_one_per_gpu(gpu_cluster, tmp_path):
+    """resources.trainings_per_gpu: 2 through `snakemake --profile slurm`: the trainings go out as bundles of
+    two (one Slurm job, one GPU, two trainings side by side, each its own Snakemake job and files), each
+    training claims its own slot of its job's GPU, and masks, checkpoints and metrics are those of a run with
+    one training per GPU (local, every training its own process)."""
+    cluster = gpu_cluster
+    local = make_workdir(tmp_path / "local")
+    snakemake(["--cores", "2", "--configfile", _shared_config(local, 1), "--until", "retrain"], cwd=local,
+              timeout=600)
+    work = make_workdir(tmp_path / "slurm")
+    t_submit = datetime.now() - timedelta(seconds=5)
+    res = run_snakemake(
+        ["--profile", "slurm", "--configfile", _shared_config(work, 2), "--until", "retrain",
+         "--slurm-init-seconds-before-status-checks", "2"],
+        cwd=work, timeout=900, env={"PATH": wf_env()["PATH"], "LOTTO_SLURM_PARTITION": cluster.partition,
+                                    "LOTTO_SLURM_ACCOUNT": cluster.account},
+    )
+    assert res.returncode == 0, res.tail()
+    ids = res.job_ids
+    print(f"{len(ids)} Slurm jobs in {res.elapsed:.0f}s")
+    assert cluster.wait_for_states(ids, timeout=120) == {i: "COMPLETED" for i in ids}
+    assert {r["JobID"] for r in cluster.sacct(since=t_submit, fields=("JobID",))} == set(ids)
+    rows = {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", "Comment", "AllocTRES"))}
+    # the submissions: 1 pretraining alone, siblings 2 + 1, retrainings 2 + 2 + 2, the masks' bundle
+    bundles = [i for i in ids if _rule(rows[i]["Comment"]).startswith("gpu_")]
+    assert sorted(_rule(rows[i]["Comment"]) for i in bundles) == (
+        ["gpu_pretrain_rep0_pretrain"] + ["gpu_retrain_rep0_pre4_retrain"] * 3 + ["gpu_sibling_rep0_pre4_sibling"] * 2)
+    assert len(ids) == len(bundles) + 1, "7 submissions for 10 trainings and 16 light jobs"
+
+    # each training: its own log, a slot on its Slurm job's one GPU (the fake GRES), no two on one slot
+    root = work / "results/tiny/rep0/pre4"
+    logs = [root.parent / "pre4/pretrain.log"] + sorted(root.glob("sibling*/train.log")) + sorted(
+        root.glob("**/retrain.log"))
+    assert len(logs) == 10
+    by_job: dict[str, list[tuple[str, int]]] = {}
+    for log in logs:
+        claims = _SLOT_RE.findall(log.read_text())
+        assert len(claims) == 1, log
+        gpu, index, slot, per_gpu, lock = claims[0]
+        assert gpu in {str(i) for i in range(cluster.gpus)} and index == "0" and per_gpu == "2", claims
+        job = re.search(r"/slurm-job-(\d+)/", lock).group(1)
+        by_job.setdefault(job, []).append((gpu, int(slot)))
+    assert set(by_job) == set(bundles)
+    for job, got in by_job.items():
+        tres = dict(kv.split("=", 1) for kv in rows[job]["AllocTRES"].split(","))
+        assert tres["gres/gpu"] == "1" and tres["cpu"] == str(len(got)), rows[job]  # 1 thread per training
+        assert len({g for g, _ in got}) == 1 and sorted(s for _, s in got) == list(range(len(got))), (job, got)
+    assert sorted(len(v) for v in by_job.values()) == [1, 1, 2, 2, 2, 2]
+    print("trainings per Slurm job and their (GPU, slot):", by_job)
+
+    slurm_results, local_results = _results(work, "tiny"), _results(local, "tiny")
+    assert sorted(slurm_results) == sorted(local_results)
+    assert sum(k.endswith(".mask") for k in slurm_results) == 3 + 4 + 1
+    for key, value in local_results.items():
+        assert slurm_results[key] == value, key
+
+
 # --------------------------------------------------------------------------- time limit -> resume
 EVERY = 250
 DATA = {"dataset": "mnist_embedded", "source": "embedded", "train_size": 512, "test_size": 256}
@@ -155,7 +233,7 @@ DATA = {"dataset": "mnist_embedded", "source": "embedded", "train_size": 512, "t
 TRAIN_SECONDS = 120
 
 
-def _tlimit_config(epochs: int) -> str:
+def _tlimit_config(epochs: int, per_gpu: int = 1) -> str:
     return f"""\
 experiment: tlimit
 results_dir: results
@@ -171,7 +249,7 @@ training:
   log_every: 50
   checkpoint_every: {EVERY}
 composability: {{pretrain_steps: [0], ks: [2], sparsities: [0.5], replicates: [0]}}
-resources: {{train_threads: 1, train_gpus: 1, train_mem_mb: 1000, train_runtime: 5}}
+resources: {{train_threads: 1, train_gpus: 1, trainings_per_gpu: {per_gpu}, train_mem_mb: 1000, train_runtime: 5}}
 """
 
 
@@ -204,6 +282,18 @@ PRE = "results/tlimit/rep0/pre0"
 #: the first attempt gets 1 minute, the next ones 10: the same callable runtime the training rules use
 #: (train_runtime x attempt), squeezed so that the first attempt certainly hits its limit
 RUNTIME_BY_ATTEMPT = "sibling:runtime=1 if attempt == 1 else 10"
+
+
+def _timed_out_once(cluster, res, fields):
+    """A run whose one Slurm job hit its time limit and was resubmitted by Snakemake itself: the two job ids
+    (TIMEOUT, then COMPLETED) and their sacct ``fields`` by id."""
+    assert res.returncode == 0, res.tail()
+    assert "Trying to restart job" in res.output, res.tail()
+    ids = res.job_ids
+    assert len(ids) == 2, res.tail()
+    states = cluster.wait_for_states(ids)
+    assert [states[i] for i in ids] == ["TIMEOUT", "COMPLETED"], (states, res.tail())
+    return ids, {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", *fields))}
 
 
 class _LogVersions(threading.Thread):
@@ -276,13 +366,7 @@ def test_training_stopped_by_slurm_time_limit_is_resubmitted_and_resumes(gpu_clu
             cwd=work, timeout=600, env={"PATH": wf_env()["PATH"]},
         )
         versions = logs.stop()
-        assert res.returncode == 0, res.tail()
-        assert "Trying to restart job" in res.output, res.tail()
-        ids = res.job_ids
-        assert len(ids) == 2, res.tail()
-        states = cluster.wait_for_states(ids)
-        assert [states[i] for i in ids] == ["TIMEOUT", "COMPLETED"], (states, res.tail())
-        rows = {r["JobID"]: r for r in cluster.sacct(ids, fields=("JobID", "State", "Comment", "Timelimit"))}
+        ids, rows = _timed_out_once(cluster, res, ("State", "Comment", "Timelimit"))
         # the same rule and target (the plugin's --comment carries both), with the runtime of its attempt
         assert rows[ids[0]]["Comment"] == rows[ids[1]]["Comment"], rows
         assert _rule(rows[ids[0]]["Comment"]) == "sibling", rows
@@ -329,3 +413,51 @@ def test_training_stopped_by_slurm_time_limit_is_resubmitted_and_resumes(gpu_clu
         assert got[key] == ref[key], key
     # the finished job leaves neither its state nor the folders it was in
     assert (work / "results/.resume").is_dir() and not list((work / "results/.resume").iterdir())
+
+
+def test_bundle_stopped_by_slurm_time_limit_is_resubmitted_and_each_training_resumes(gpu_cluster, tmp_path):
+    """trainings_per_gpu: 2: the bundle of two siblings (one Slurm job, one GPU) hits its time limit; Snakemake
+    resubmits the bundle by itself (attempt 2, a longer limit), and each training resumes from the state it
+    saved, on a slot of the new job's GPU. One `snakemake --profile` command. (That a resumed training ends
+    with the weights of an uninterrupted one is the test above; here the two trainings of a bundle.)"""
+    cluster = gpu_cluster
+    work = make_workdir(tmp_path)
+    epochs = _epochs_for(TRAIN_SECONDS, tmp_path)  # each sibling: 2 minutes of one core, one core each
+    total = epochs * 8
+    (work / "tlimit.yaml").write_text(_tlimit_config(epochs, per_gpu=2))
+    sibs = (1, 2)
+    snakemake([f"{PRE}/rewind.safetensors", "--cores", "1", "--configfile", "tlimit.yaml"], cwd=work, timeout=300)
+    logs = {i: _LogVersions(work / f"{PRE}/sibling{i}/train.log") for i in sibs}
+    for watcher in logs.values():
+        watcher.start()
+    try:
+        res = run_snakemake(
+            [*(f"{PRE}/sibling{i}/trained.safetensors" for i in sibs), "--profile", str(PROFILE_DIR),
+             "--configfile", "tlimit.yaml",
+             # attempt 2 has time to spare on a loaded machine: its limit is not what is tested
+             "--set-resources", "sibling:runtime=1 if attempt == 1 else 30"],
+            cwd=work, timeout=2400, env={"PATH": wf_env()["PATH"]},
+        )
+    finally:
+        versions = {i: w.stop() for i, w in logs.items()}
+    ids, rows = _timed_out_once(cluster, res, ("Comment", "Timelimit", "AllocTRES"))
+    assert {_rule(rows[i]["Comment"]) for i in ids} == {"gpu_sibling_rep0_pre0_sibling"}, rows
+    assert [rows[i]["Timelimit"] for i in ids] == ["00:01:00", "00:30:00"], rows
+    assert all("gres/gpu=1" in rows[i]["AllocTRES"] and "cpu=2" in rows[i]["AllocTRES"] for i in ids), rows
+    resumed = []
+    for i in sibs:
+        assert len(versions[i]) == 2, (i, [v[:300] for v in versions[i]])
+        killed_log, log = versions[i]
+        assert f"/slurm-job-{ids[0]}/" in killed_log and f"/slurm-job-{ids[1]}/" in log  # a slot in each job
+        saved = [int(s) for s in re.findall(r"resume state at step (\d+)", killed_log)]
+        reached = [int(s) for s in re.findall(rf"\] step (\d+)/{total} ", killed_log)]
+        assert saved and max(reached) < total, killed_log[-2000:]
+        m = re.search(r"resumed from step (\d+)", log)
+        assert m and int(m.group(1)) == max(saved), (i, saved, log[:2000])
+        assert f"] saved {PRE}/sibling{i}/trained.safetensors (" in log, log[-1000:]
+        resumed.append(int(m.group(1)))
+        assert (work / f"{PRE}/sibling{i}/metrics.json").is_file()
+    assert not list((work / "results/.resume").rglob("*.pt")), "both states removed once their runs finished"
+    print(f"{total} steps per sibling; both stopped by the time limit and resumed in the resubmitted bundle "
+          f"(from steps {resumed}): "
+          f"{res.elapsed:.0f}s")

@@ -7,6 +7,7 @@ import sys
 from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FIGURES as COMP_FIGURES, xscale_for
 from lotto.composability.claims import random_ticket_point
 from lotto.config import section_json
+from lotto.devices import PER_GPU_ENV
 from lotto.imp import FIGURES as IMP_FIGURE_NAMES
 from lotto.masks import vote_threshold
 from lotto.names import figure_context
@@ -66,14 +67,89 @@ def labels_arg(**labels):
     return shlex.quote(json.dumps(labels, sort_keys=True, separators=(",", ":")))
 
 
-def train_resources():
+def train_resources(bundled=True):
     # a training job the Slurm profile resubmits (retries) after a TIMEOUT gets train_runtime x attempt
     # minutes, and resumes from its saved state
     base = RES["train_runtime"]
-    res = dict(mem_mb=RES["train_mem_mb"], runtime=lambda wildcards, attempt: base * attempt, gpu=RES["train_gpus"])
+    res = dict(mem_mb=RES["train_mem_mb"], runtime=lambda wildcards, attempt: base * attempt)
+    if bundled and TPG > 1:
+        # A bundle of TPG trainings (training_group) asks Slurm for ONE GPU, but Snakemake sums a job group's
+        # integer resources over the jobs it runs side by side. On a cluster the GPU is therefore the string
+        # resource gres, which a group passes on as it is (sbatch --gres=gpu[:<model>]:1), and no `gpu`, so
+        # that the job step inside runs on the job's GPU (the jobstep plugin would srun --gpus=<sum>).
+        # Locally it is gpu=1: one of the TPG slots per GPU of --resources gpu (below). Which of the two is
+        # known only once Snakemake has picked its executor (not while it parses this file), hence functions.
+        gres = f"gpu:{RES['train_gpu_model']}:1" if RES.get("train_gpu_model") else "gpu:1"
+        res["gpu"] = lambda wildcards: 0 if _on_cluster() else 1
+        res["gres"] = lambda wildcards: gres if _on_cluster() else ""
+        return res
+    res["gpu"] = RES["train_gpus"]
     if RES.get("train_gpu_model") and RES["train_gpus"]:
         res["gpu_model"] = RES["train_gpu_model"]  # the slurm plugin submits --gpus=<model>:<gpu>
     return res
+
+
+def _on_cluster():
+    """True when a cluster executor (Slurm) runs the jobs, and inside its jobs (remote mode)."""
+    return workflow.remote_exec or not workflow.local_exec
+
+
+# --- trainings per GPU (resources.trainings_per_gpu; docs/cluster.md, slurm/config.yaml "bundles") --------
+TPG = RES["trainings_per_gpu"]
+# Every job learns the slots per GPU from its environment (lotto/devices.py), not from a param or its command
+# line: how many trainings share a GPU changes no result and must rerun nothing. Cluster jobs inherit it too
+# (sbatch --export=ALL), and re-parse this file anyway.
+os.environ[PER_GPU_ENV] = str(TPG)
+# Locally, --resources gpu=G says how many GPUs there are, and each GPU job takes one of a GPU's TPG slots
+# (claimed by lotto.devices): the scheduler counts G x TPG. The original G is kept on the workflow, so that
+# parsing this file twice in one process does not multiply twice. (A cluster's GPUs are Slurm's to count.)
+# This and training_group() set Snakemake's own settings (workflow.global_resources, group_settings), which
+# Snakemake offers no directive for: tests/test_devices.py and tests/slurm pin them for the version in
+# constraints.txt.
+if TPG > 1 and "gpu" in workflow.global_resources:
+    if not hasattr(workflow, "_lotto_gpus"):
+        workflow._lotto_gpus = workflow.global_resources["gpu"].value
+    if isinstance(workflow._lotto_gpus, int):
+        workflow.global_resources["gpu"] = workflow._lotto_gpus * TPG
+        if workflow.is_main_process and not workflow.remote_exec:
+            print(f"lotto: resources.trainings_per_gpu {TPG}: --resources gpu={workflow._lotto_gpus} runs up to "
+                  f"{workflow._lotto_gpus * TPG} GPU jobs at once, {TPG} per GPU", file=sys.stderr)
+
+# The Slurm bundles (TPG > 1): each training rule's job group, named by the wildcards that tell apart trainings
+# ready at different times (a bundle starts when the inputs of all its trainings exist). The trainings of one
+# bundle are not connected in the DAG: Snakemake's group-components joins up to TPG of them per Slurm job.
+TRAINING_BUNDLES = {
+    "pretrain": "pretrain_rep{rep}",
+    "sibling": "sibling_rep{rep}_pre{pre}",
+    "retrain": "retrain_rep{rep}_pre{pre}",
+    "zoo_pretrain": "zoo_pretrain_rep{rep}",
+    "zoo_dense": "zoo_dense_rep{rep}",
+    "zoo_round": "zoo_round_rep{rep}_iter{zn}",
+    "zoo_retrain": "zoo_retrain_rep{rep}",
+    "imp_train": "imp_{chain}_level{level}",
+    # not a training: each pruning step of the fixed chain rides in the job that trains under its mask
+    "imp_prune": "imp_fixed_level{level}",
+}
+
+
+def training_group(rule, alone=None):
+    """The `group` directive of a training (TRAINING_BUNDLES names them): its bundle when TPG > 1, else
+    ``alone``, its group when every training has a GPU of its own (None, a pattern or a function of the
+    wildcards)."""
+    if TPG == 1:
+        return alone
+    pattern = TRAINING_BUNDLES[rule]
+
+    # each bundle name goes into Snakemake's group-components (up to TPG unconnected jobs per group job) when
+    # it builds the DAG: the Slurm profile cannot say it, as it does not see the config
+    def group(wildcards):
+        gid = f"gpu_{pattern.format(**dict(wildcards.items()))}"
+        settings = workflow.group_settings
+        if settings is not None and settings.group_components.get(gid) != TPG:
+            settings.group_components = {**settings.group_components, gid: TPG}
+        return gid
+
+    return group
 
 
 def train_shell(source, noise, kind="trained", end="end", mask="", metrics=True):

@@ -1,5 +1,7 @@
 # Training: theta_0, shared pretraining to the rewind point, siblings, retraining of every ticket.
 # Resumable state lives under RESUME, outside the declared outputs (which Snakemake deletes before a job).
+# Each training rule's `group: training_group(...)` bundles its jobs N to a GPU on a cluster when
+# resources.trainings_per_gpu = N > 1 (common.smk); with N = 1 a training is a Slurm job of its own.
 
 
 # theta_0 of a replicate: seconds of CPU, on the submitting host (like stage_data), so that on a cluster the
@@ -31,6 +33,8 @@ rule pretrain:
         f"{PRE_DIR}/pretrain.log",
     params:
         cfg=cfg_arg("model", "training"),
+    group:
+        training_group("pretrain")
     threads: RES["train_threads"]
     resources:
         **train_resources(),
@@ -56,6 +60,8 @@ rule sibling:
             replicate=int(w.rep), pretrain_steps=int(w.pre), ticket="dense", sibling=int(w.sib), k=None,
             target_sparsity=0.0,
         ),
+    group:
+        training_group("sibling")
     threads: RES["train_threads"]
     resources:
         **train_resources(),
@@ -80,6 +86,8 @@ rule retrain:
     params:
         cfg=cfg_arg("model", "training"),
         labels=ticket_labels,
+    group:
+        training_group("retrain")
     threads: RES["train_threads"]
     resources:
         **train_resources(),

@@ -19,6 +19,9 @@ if IMP:
     # mask goes first, not after the level it prunes: Snakemake deletes the outputs of every job of a failed
     # group, and redoing a mask costs seconds, where a finished training would have to start over (a stopped
     # one resumes from its state).
+    # With resources.trainings_per_gpu = N > 1 both rules' groups are bundles instead (training_group in
+    # common.smk): the level-L trainings of one chain over every (replicate, rewind point), N to a GPU,
+    # each (fixed chain) with its pruning step before it.
     rule imp_train:
         input:
             data=DATA,
@@ -34,7 +37,8 @@ if IMP:
             chain="fixed|adaptive",
             level=r"\d+",
         group:
-            lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{w.level}" if w.chain == "fixed" and int(w.level) else None
+            training_group("imp_train", alone=lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{w.level}"
+                           if w.chain == "fixed" and int(w.level) else None)
         params:
             cfg=cfg_arg("model", "training"),
             mask=lambda w: imp_mask_opt(w.rep, w.pre, w.chain, w.level),
@@ -61,7 +65,7 @@ if IMP:
         wildcard_constraints:
             level=r"[1-9]\d*",
         group:
-            "imp_rep{rep}_pre{pre}_level{level}"
+            training_group("imp_prune", alone="imp_rep{rep}_pre{pre}_level{level}")
         params:
             mask=lambda w: imp_mask_opt(w.rep, w.pre, "fixed", int(w.level) - 1),
             fraction=IMP["prune_fraction"],
@@ -99,7 +103,7 @@ if IMP:
                                         level=int(w.level)),
         threads: RES["train_threads"]
         resources:
-            **train_resources(),
+            **train_resources(bundled=False),  # evaluations: a GPU each, never bundled
         conda:
             LOTTO_ENV
         shell:
@@ -127,7 +131,7 @@ if IMP:
                                         level_a=int(w.a), level_b=int(w.b)),
         threads: RES["train_threads"]
         resources:
-            **train_resources(),
+            **train_resources(bundled=False),  # evaluations: a GPU each, never bundled
         conda:
             LOTTO_ENV
         shell:
@@ -155,7 +159,7 @@ if IMP:
                                         level=int(w.level)),
         threads: RES["train_threads"]
         resources:
-            **train_resources(),
+            **train_resources(bundled=False),  # evaluations: a GPU each, never bundled
         conda:
             LOTTO_ENV
         shell:

@@ -13,6 +13,7 @@
 if ZOO:
 
     # --- rules -----------------------------------------------------------------------------------------
+    # (trainings: `group: training_group(...)` bundles them N to a GPU, resources.trainings_per_gpu; common.smk)
     rule zoo_stage_data:
         output:
             f"{ROOT}/data/zoo-{{ztask}}.npz",
@@ -37,6 +38,8 @@ if ZOO:
             f"{ROOT}/rep{{rep}}/zoo/{{ztask}}/pre{{pre}}/pretrain.log",
         params:
             cfg=cfg_arg("model", "training"),
+        group:
+            training_group("zoo_pretrain")
         threads: RES["train_threads"]
         resources:
             **train_resources(),
@@ -60,6 +63,8 @@ if ZOO:
             cfg=cfg_arg("model", "training"),
             labels=lambda w: labels_arg(task=w.ztask, method="dense", handling="dense", iteration=0,
                                         replicate=int(w.rep)),
+        group:
+            training_group("zoo_dense")
         threads: RES["train_threads"]
         resources:
             **train_resources(),
@@ -86,6 +91,8 @@ if ZOO:
             dim=ZOO["structured_dim"],
             finetune_start=ZOO["finetune_start"],
             resume=lambda w, output: f"{RESUME}/{output.ckpt}.pt",
+        group:
+            training_group("zoo_round")
         threads: RES["train_threads"]
         resources:
             **train_resources(),
@@ -151,6 +158,8 @@ if ZOO:
         params:
             cfg=cfg_arg("model", "training"),
             labels=lambda w: labels_arg(ticket=w.zticket, target=w.ztarget, replicate=int(w.rep)),
+        group:
+            training_group("zoo_retrain")
         threads: RES["train_threads"]
         resources:
             **train_resources(),
