@@ -221,8 +221,9 @@ def test_local_run_counts_slots_per_gpu(tmp_path):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the jobs inherit Snakemake's environment
     try:
-        out = snakemake([*siblings, "--cores", "3", "--resources", "gpu=1", "--configfile", "shared.yaml"],
-                        cwd=work, timeout=600)
+        # --verbose: Snakemake's own output, whose "Provided resources" line says what it was given
+        out = snakemake([*siblings, "--cores", "3", "--resources", "gpu=1", "--configfile", "shared.yaml",
+                         "--verbose"], cwd=work, timeout=600)
     finally:
         for k, v in old.items():
             if v is None:
