@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from lotto.datasets import CATALOG, NUM_CLASSES, validation_count
+from lotto.datasets import CATALOG, validation_count
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
 
@@ -60,11 +60,11 @@ def all_claims() -> list:
 #: keys of the claims section before verdicts had intervals (a fixed tolerance on point estimates), and what
 #: replaced them: refused with that hint, so an old config fails with a sentence rather than a key list
 RETIRED_CLAIMS_KEYS = {
-    "accuracy_tolerance": "claims.margins.<claim id> (e.g. comp-union-matches-oneshot: 0.01)",
-    "overlap_tolerance": "claims.margins.comp-overlap-above-chance and the other overlap claims' margins",
-    "jaccard_tolerance": "claims.margins.zoo-methods-differ",
-    "barrier_tolerance": "nothing: the IMP claims use Paul et al.'s epsilon, the sd of the dense error",
-    "min_agreement": "nothing: imp-barrier-iff-matching judges every level pair with intervals",
+    "accuracy_tolerance": "claims.margins.<claim id>, one margin per claim in its effect's units",
+    "overlap_tolerance": "claims.margins.<claim id> of the overlap claims",
+    "jaccard_tolerance": "claims.margins.<claim id> of the mask-similarity claims",
+    "barrier_tolerance": "nothing: a claim whose threshold comes from the data (an epsilon over replicates) needs none",
+    "min_agreement": "nothing: an iff claim judges every cell with intervals",
 }
 
 
@@ -88,8 +88,19 @@ def _resolve_registries(node) -> None:
 
 
 def load_schema() -> dict:
+    """lotto's config schema: the core sections of schemas/config.schema.yaml, with every registered family's own
+    section (``lotto/<family>/schema.yaml``) after ``training``, marked ``x-family``."""
+    from lotto.families import FAMILIES
+
     with open(SCHEMA_PATH) as fh:
         schema = yaml.safe_load(fh)
+    families = {}
+    for name, family in FAMILIES.items():
+        with open(family.schema_path) as fh:
+            families[name] = {"x-family": True, **yaml.safe_load(fh)}
+    core = schema["properties"]
+    at = list(core).index("training") + 1
+    schema["properties"] = {**dict(list(core.items())[:at]), **families, **dict(list(core.items())[at:])}
     _resolve_registries(schema)
     return schema
 
@@ -358,7 +369,7 @@ def validate(config: dict, partial: bool = False, check_paths: bool | None = Non
     uses, so that editing an unrelated key does not rerun it). The checks across sections (sizes against
     the data set, rewind points against the schedule) run only on whole configs, which the Snakefile
     validates before any job.
-    ``check_paths``: refuse a local ``data.path`` / ``zoo.tasks[i].path`` that does not exist (relative to
+    ``check_paths``: refuse a local ``data.path`` (or a family's data set's path) that does not exist (relative to
     the working directory); default: on for whole configs.
     """
     import jsonschema
@@ -393,7 +404,7 @@ def validate(config: dict, partial: bool = False, check_paths: bool | None = Non
 
 
 def families(schema: dict | None = None) -> list[str]:
-    """The experiment-family sections the schema knows (every top-level section marked `x-family`)."""
+    """The experiment-family sections of the schema (the registered families', marked `x-family`)."""
     schema = schema or load_schema()
     return [k for k, v in schema["properties"].items() if isinstance(v, dict) and v.get("x-family")]
 
@@ -405,43 +416,17 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
         problems.append(
             "the config names no experiment: add at least one of the sections " + ", ".join(f"'{f}'" for f in known)
         )
-    comp = cfg.get("composability", {"sparsities": [], "ks": [2], "baseline_sibling": 1})
-    for i, s in enumerate(comp["sparsities"]):
-        if round(s, 4) != s:
-            problems.append(
-                f"config key 'composability.sparsities[{i}]': {s} has more than 4 decimals "
-                "(sparsities name result paths with 4 decimals)"
-            )
-    if "ks" in comp and 2 not in comp["ks"]:
-        problems.append("config key 'composability.ks': must include 2 (figures 1a and 2a/2b compare pairs)")
-    siblings = comp.get("siblings") or max(comp["ks"])
-    if siblings < max(comp["ks"]):
-        problems.append(
-            f"config key 'composability.siblings': {siblings} siblings cannot make compositions of "
-            f"max(composability.ks) = {max(comp['ks'])}; use at least {max(comp['ks'])} (or null)"
-        )
-    if comp["baseline_sibling"] > siblings:
-        problems.append(
-            f"config key 'composability.baseline_sibling': {comp['baseline_sibling']} exceeds the number "
-            f"of siblings trained ({siblings}: composability.siblings, or max of composability.ks)"
-        )
-    for i, op in enumerate(comp.get("ops", [])):
-        m = int(op[4:]) if op.startswith("vote") else None  # the schema's pattern admits vote<m>, m >= 1
-        if m is not None and m > max(comp["ks"]):
-            problems.append(
-                f"config key 'composability.ops[{i}]': {op} keeps what at least {m} sibling masks keep, but at "
-                f"most max(composability.ks) = {max(comp['ks'])} are composed; valid: vote1..vote{max(comp['ks'])}"
-            )
     claims = cfg.get("claims", {})
     if claims.get("random_ticket_min_sparsity", 0.0) >= claims.get("random_ticket_max_sparsity", 1.0):
         problems.append(
             f"config key 'claims.random_ticket_min_sparsity': {claims['random_ticket_min_sparsity']} must be "
             f"below claims.random_ticket_max_sparsity ({claims['random_ticket_max_sparsity']})"
         )
-    if "imp" in cfg:
-        problems += _imp_problems(cfg["imp"])
-    if "zoo" in cfg:
-        problems += _zoo_problems(cfg["zoo"], cfg.get("data"))
+    from lotto.families import FAMILIES
+
+    for name, family in FAMILIES.items():  # each family checks its own section (lotto/<family>/checks.py)
+        if name in cfg:
+            problems += family.check(cfg)
     data = cfg.get("data", {"source": "embedded", "dataset": "mnist_embedded", "path": None})
     if data["source"] == "local" and not data.get("path"):
         problems.append("config key 'data.path': required when data.source is 'local'")
@@ -465,63 +450,6 @@ def _check_semantics(cfg: dict, partial: bool = False) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-def _imp_problems(imp: dict) -> list[str]:
-    problems = []
-    betas = imp["beta_grid"]
-    if betas != sorted(betas) or betas[0] != 0 or betas[-1] != 1:
-        problems.append("config key 'imp.beta_grid': must be increasing, from 0 to 1 (both endpoints included)")
-    pres = set(imp["pretrain_steps"])
-    subsets = [("imp.pairwise_pretrain_steps", imp["pairwise_pretrain_steps"]),
-               ("imp.slice.pretrain_steps", imp["slice"]["pretrain_steps"]),
-               ("imp.adaptive.pretrain_steps", imp["adaptive"]["pretrain_steps"])]
-    for key, value in subsets:
-        extra = sorted(set(value or []) - pres)
-        if extra:
-            problems.append(f"config key '{key}': {extra} not in imp.pretrain_steps {sorted(pres)}")
-    for i, level in enumerate(imp["slice"]["levels"]):
-        if level + 1 >= imp["levels"]:
-            problems.append(
-                f"config key 'imp.slice.levels[{i}]': level {level} needs level {level + 1}, "
-                f"but imp.levels = {imp['levels']} trains levels 0..{imp['levels'] - 1}"
-            )
-    return problems
-
-
-def _zoo_problems(zoo: dict, data: dict | None) -> list[str]:
-    problems = []
-    main = zoo.get("main_task") or (data or {}).get("dataset")
-    names = [main] + [t["name"] for t in zoo["tasks"]]
-    for i, task in enumerate(zoo["tasks"]):
-        key = f"zoo.tasks[{i}]"
-        if names.count(task["name"]) > 1:
-            problems.append(f"config key '{key}.name': task name {task['name']!r} is used twice "
-                            f"(the main task is called {main!r}: see zoo.main_task)")
-        source = task.get("source", "torchvision")  # defaults are not filled inside lists
-        if source == "local" and not task.get("path"):
-            problems.append(f"config key '{key}.path': required when its source is 'local'")
-        if (source == "embedded") != (task["dataset"] == "mnist_embedded"):
-            problems.append(f"config key '{key}.source': source 'embedded' serves exactly dataset 'mnist_embedded'")
-        # zoo tasks share one output layer: tickets move between tasks
-        if data and NUM_CLASSES[task["dataset"]] != NUM_CLASSES[data["dataset"]]:
-            problems.append(
-                f"config key '{key}.dataset': {task['dataset']!r} has {NUM_CLASSES[task['dataset']]} "
-                f"classes but the main task data.dataset {data['dataset']!r} has "
-                f"{NUM_CLASSES[data['dataset']]} (tickets move between tasks with one output layer)"
-            )
-    transfer = zoo["transfer"]
-    uses_rewind_t = "rewind_t" in zoo["handlings"] or transfer["handling"] == "rewind_t"
-    if uses_rewind_t and zoo["rewind_step"] == 0:
-        problems.append("config key 'zoo.rewind_step': must be > 0 when the handling 'rewind_t' is used "
-                        "(rewinding to step 0 is rewind_init)")
-    m = transfer["consensus_min"]
-    if m is not None and m > len(names):
-        problems.append(f"config key 'zoo.transfer.consensus_min': {m} exceeds the number of tasks ({len(names)})")
-    eh = zoo["ensemble_handling"]
-    if eh is not None and eh not in zoo["handlings"]:
-        problems.append(f"config key 'zoo.ensemble_handling': {eh!r} is not one of zoo.handlings")
-    return problems
-
-
 # --- checks across sections: data set sizes, the schedule, paths ---------------------------------------------
 
 
@@ -532,10 +460,10 @@ def schedule_steps(num_train: int, batch_size: int, epochs: float) -> tuple[int,
 
 
 class _Task:
-    """One data set a schedule runs on: the main task (``data``) or a zoo task, with what is known of its size."""
+    """One data set a schedule runs on: the main task (``data``) or a family's own data set, with what is known of its size."""
 
     def __init__(self, label: str, key: str, spec: dict, vfrac: float, check_paths: bool):
-        self.label, self.key = label, key  # e.g. "the main task", "data"; "zoo task 'k'", "zoo.tasks[0]"
+        self.label, self.key = label, key  # e.g. "the main task", "data"
         self.problems: list[str] = []
         dataset, source, path = spec["dataset"], spec.get("source") or "torchvision", spec.get("path")
         info = CATALOG[dataset]
@@ -576,18 +504,62 @@ class _Task:
                 f"valid: 1..{avail_test} or null (all)")
 
 
-def _whole_config_problems(cfg: dict, explicit: dict, check_paths: bool) -> list[str]:
-    problems = []
-    tr = cfg["training"]
-    epochs, bs = tr["epochs"], tr["batch_size"]
-    data = cfg["data"]
-    vfrac = float(data.get("validation_fraction") or 0.0)
-    tasks = [_Task("the main task", "data", data, vfrac, check_paths)]
-    zoo = cfg.get("zoo")
-    if zoo:
-        for i, t in enumerate(zoo["tasks"]):
-            tasks.append(_Task(f"zoo task {t['name']!r}", f"zoo.tasks[{i}]", t, vfrac, check_paths))
+class Schedules:
+    """The training schedule on each data set a whole config trains on, for checks that a step (a rewind point,
+    a finetuning start) lies inside it. The main task (``data``) is there from the start; a family that trains
+    on more data sets adds them (:meth:`add_task`) before asking (:meth:`beyond`).
+    ``problems`` collects what is wrong, each naming its config key."""
 
+    def __init__(self, cfg: dict, check_paths: bool):
+        tr = cfg["training"]
+        self.epochs, self.batch_size = tr["epochs"], tr["batch_size"]
+        self.vfrac = float(cfg["data"].get("validation_fraction") or 0.0)
+        self.check_paths = check_paths
+        self.problems: list[str] = []
+        self.tasks: dict[str, tuple[_Task, int, int] | None] = {}  # key -> (task, steps per epoch, total) or None
+        self.add_task("the main task", "data", cfg["data"])
+
+    def add_task(self, label: str, key: str, spec: dict) -> None:
+        """A data set trained with the config's schedule: its sizes are checked, its schedule computed."""
+        task = _Task(label, key, spec, self.vfrac, self.check_paths)
+        self.problems += task.problems
+        self.tasks[key] = None
+        bs, epochs = self.batch_size, self.epochs
+        if task.num_train is None:
+            return
+        if bs > task.num_train:
+            self.problems.append(
+                f"config key 'training.batch_size': {bs} is larger than the training set of {task.label} "
+                f"({task.size_note}); valid: 1..{task.num_train}")
+        spe, total = schedule_steps(task.num_train, bs, epochs)
+        if total == 0:
+            self.problems.append(
+                f"config key 'training.epochs': {epochs:g} epochs of {spe} steps ({task.size_note}, batch_size {bs}) "
+                f"round to a schedule of 0 steps on {task.label}; valid: at least {1 / spe:.4g} (one step)")
+            return
+        self.tasks[key] = (task, spe, total)
+
+    def beyond(self, key: str, step: int, what: str, task_keys: Iterable[str] = ("data",)) -> None:
+        """A problem when ``step`` (config key ``key``, a ``what``) is at or past the end of the schedule on any
+        of the data sets ``task_keys``."""
+        for tk in task_keys:
+            entry = self.tasks.get(tk)
+            if entry is None:
+                continue
+            task, spe, total = entry
+            if step >= total:
+                self.problems.append(
+                    f"config key '{key}': {what} {step} is at or beyond the end of the schedule on {task.label}: "
+                    f"{self.epochs:g} epochs x {spe} steps ({task.size_note}, batch_size {self.batch_size}) = "
+                    f"{total} steps; valid: 0..{total - 1}")
+                return
+
+
+def _whole_config_problems(cfg: dict, explicit: dict, check_paths: bool) -> list[str]:
+    from lotto.families import FAMILIES
+
+    problems = []
+    epochs = cfg["training"]["epochs"]
     ms = (explicit.get("training") or {}).get("milestones")  # the defaults (80, 120) go with the default 160 epochs
     for i, m in enumerate(ms or []):
         if m >= epochs:
@@ -595,55 +567,11 @@ def _whole_config_problems(cfg: dict, explicit: dict, check_paths: bool) -> list
                 f"config key 'training.milestones[{i}]': {m:g} is at or beyond the end of training "
                 f"(training.epochs = {epochs:g}), so the learning rate would never drop there; "
                 f"valid: epochs below {epochs:g}, or [] for a constant learning rate")
-
-    totals = {}
-    for task in tasks:
-        problems += task.problems
-        if task.num_train is None:
-            continue
-        if bs > task.num_train:
-            problems.append(
-                f"config key 'training.batch_size': {bs} is larger than the training set of {task.label} "
-                f"({task.size_note}); valid: 1..{task.num_train}")
-        spe, total = schedule_steps(task.num_train, bs, epochs)
-        if total == 0:
-            problems.append(
-                f"config key 'training.epochs': {epochs:g} epochs of {spe} steps ({task.size_note}, batch_size {bs}) "
-                f"round to a schedule of 0 steps on {task.label}; valid: at least {1 / spe:.4g} (one step)")
-            continue
-        totals[task.key] = (task, spe, total)
-
-    def beyond(key: str, t: int, what: str, tasks_keys: Iterable[str]):
-        for tk in tasks_keys:
-            if tk not in totals:
-                continue
-            task, spe, total = totals[tk]
-            if t >= total:
-                problems.append(
-                    f"config key '{key}': {what} {t} is at or beyond the end of the schedule on {task.label}: "
-                    f"{epochs:g} epochs x {spe} steps ({task.size_note}, batch_size {bs}) = {total} steps; "
-                    f"valid: 0..{total - 1}")
-                return
-
-    for family in ("composability", "imp"):
-        if family in cfg:
-            for i, t in enumerate(cfg[family]["pretrain_steps"]):
-                beyond(f"{family}.pretrain_steps[{i}]", t, "rewind point", ["data"])
-    if zoo:
-        main_key = ["data"]
-        all_keys = [t.key for t in tasks]
-        grid_keys = all_keys if zoo["grid"] == "all" else main_key
-
-        def runs_on(handling):  # tasks on which a handling runs (zoo.smk: zoo_runs)
-            keys = grid_keys if handling in zoo["handlings"] else []
-            return all_keys if zoo["transfer"]["handling"] == handling else keys
-
-        if "rewind_t" in zoo["handlings"] or zoo["transfer"]["handling"] == "rewind_t":
-            # with rewind_t anywhere, every task's dense network trains from its rewind point
-            beyond("zoo.rewind_step", zoo["rewind_step"], "rewind point", all_keys)
-        if zoo["finetune_start"]:
-            beyond("zoo.finetune_start", zoo["finetune_start"], "finetuning start", runs_on("finetune"))
-    return problems
+    schedules = Schedules(cfg, check_paths)
+    for name, family in FAMILIES.items():  # each family checks its steps against the schedule it trains on
+        if name in cfg:
+            family.check_schedules(cfg, schedules)
+    return problems + schedules.problems
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,47 +1,34 @@
-"""The one registry of experiment families. No heavy imports: the Snakefile, the config schema check and the
-``lotto`` CLI all read it.
+"""The one registry of experiment families: the packages that export a :class:`lotto.family.Family` as ``FAMILY``.
 
-A family is a subpackage ``lotto/<name>/`` (its ``__init__`` lists ``FIGURES`` without importing anything
-heavy; ``cli.register(add, common)`` adds its subcommands; ``claims.evaluate(paths, cfg)`` checks its papers' claims),
-a rule file ``workflow/rules/<name>.smk`` and a
-top-level config section ``<name>:`` marked ``x-family: true`` in the schema. Adding a family = those three
-plus one line here (docs/ARCHITECTURE.md).
+Adding a family = its package ``lotto/<name>/`` (spec, CLI, claims, schema), its rule file
+``workflow/rules/<name>.smk`` and one line below (docs/ARCHITECTURE.md). Nothing else in lotto names a family.
+No heavy imports: the Snakefile, the config check and the ``lotto`` CLI all read it.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+
+from lotto.family import Family
+
+#: the packages of the experiment families, in the order the report and the claims table list them
+PACKAGES = (
+    "lotto.composability",
+    "lotto.zoo",
+    "lotto.imp",
+)
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str  # config section, subpackage and rule file name
-    paper: str
-
-    @property
-    def package(self) -> str:
-        return f"lotto.{self.name}"
-
-    @property
-    def cli(self) -> str:
-        return f"lotto.{self.name}.cli"
-
-    @property
-    def claims(self) -> str:
-        """Module whose ``evaluate(paths, cfg)`` checks the family's papers' claims (``lotto claims``)."""
-        return f"lotto.{self.name}.claims"
-
-    def figures(self) -> dict[str, str]:
-        """figure name -> what it shows, from the family's import-light package."""
-        return dict(importlib.import_module(self.package).FIGURES)
+def _load(packages) -> dict[str, Family]:
+    out: dict[str, Family] = {}
+    for package in packages:
+        spec = getattr(importlib.import_module(package), "FAMILY", None)
+        if not isinstance(spec, Family):
+            raise TypeError(f"{package} does not export a lotto.family.Family as FAMILY")
+        if spec.name in out:
+            raise ValueError(f"two families are named {spec.name!r}: {out[spec.name].package} and {package}")
+        out[spec.name] = spec
+    return out
 
 
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family("composability", "Movva, Frankle & Carbin (2021)"),
-        Family("zoo", "Paganini & Forde (2020)"),
-        Family("imp", "Paul et al. (2022)"),
-    )
-}
+FAMILIES: dict[str, Family] = _load(PACKAGES)

@@ -13,47 +13,16 @@ from lotto.families import FAMILIES
 
 CLAIMS, RUN = "claims", "run"
 
-#: the title of each report section (a family's is followed by its paper)
-TITLES = {CLAIMS: "Claims", "composability": "Composability", "zoo": "Pruning zoo", "imp": "IMP", RUN: "Run"}
+#: the title of each report section; a family's is its spec's, followed by its paper
+TITLES = {CLAIMS: "Claims", **{name: f.title for name, f in FAMILIES.items()}, RUN: "Run"}
 
-#: family -> figure -> (subcategory, the paper figure it mirrors); subcategories are numbered for the same reason
+#: family -> figure -> (subcategory, the paper figure it mirrors), from the families' specs
 FIGURES: dict[str, dict[str, tuple[str, str]]] = {
-    "composability": {
-        "fig1a": ("1 Overlap of pruned weights", "Movva et al. 2021, Fig. 1a"),
-        "fig1b": ("1 Overlap of pruned weights", "Movva et al. 2021, Fig. 1b"),
-        "fig2a": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2a"),
-        "fig2b": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2b"),
-        "fig2c": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2c"),
-        "fig2d": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2d"),
-        "fig2e": ("2 Accuracy of composed masks", "extends Movva et al. 2021, Fig. 2"),
-        "training_curves": ("3 Training curves", "no paper figure (a check of every training)"),
-    },
-    "zoo": {
-        "zoo_accuracy": ("1 Accuracy and sparsity", "Paganini & Forde 2020a, Fig. 2; 2020b, Figs. 1, 2, 10"),
-        "zoo_effective": ("1 Accuracy and sparsity", "Paganini & Forde 2020a, Table 1; 2020b, Fig. 12"),
-        "zoo_jaccard_methods": ("2 Mask similarity", "Paganini & Forde 2020a, Fig. 4"),
-        "zoo_jaccard_layers": ("2 Mask similarity", "Paganini & Forde 2020a, Fig. 3; 2020b, Figs. 3, 4"),
-        "zoo_jaccard_handlings": ("2 Mask similarity", "Paganini & Forde 2020b, Figs. 9, 11"),
-        "zoo_jaccard_tasks": ("2 Mask similarity", "Paganini & Forde 2020a, Fig. 5"),
-        "zoo_stability": ("3 Weights of the tickets", "Paganini & Forde 2020a, Fig. 20; 2020b, Figs. 6-8"),
-        "zoo_transfer": ("4 Transfer and ensembles", "Paganini & Forde 2020a, Fig. 6"),
-        "zoo_ensemble": ("4 Transfer and ensembles", "Paganini & Forde 2020b, Table 2, Fig. 14"),
-        "zoo_training_curves": ("5 Training curves", "no paper figure (a check of every training)"),
-    },
-    "imp": {
-        "imp_paths": ("1 Linear mode connectivity", "Paul et al. 2022, Fig. 2 (left, middle)"),
-        "imp_heatmap": ("1 Linear mode connectivity", "Paul et al. 2022, Fig. 2 (right)"),
-        "imp_slices": ("2 Error landscape slices", "Paul et al. 2022, Fig. 3"),
-        "imp_adaptive": ("3 Adaptive pruning ratio", "Paul et al. 2022, Fig. 4"),
-        "imp_training_curves": ("4 Training curves", "no paper figure (a check of every training)"),
-    },
+    name: {fig.name: (fig.section, fig.mirrors) for fig in f.figures} for name, f in FAMILIES.items()
 }
 
 #: summary tables: family -> (results/<experiment>/tables/<name>.csv, its caption file's stem)
-TABLES: dict[str, list[tuple[str, str]]] = {
-    "composability": [("overlap", "table_overlap"), ("accuracy", "table_accuracy")],
-    "imp": [("imp_adaptive", "table_imp_adaptive")],
-}
+TABLES: dict[str, list[tuple[str, str]]] = {name: list(f.tables) for name, f in FAMILIES.items() if f.tables}
 TABLES_SUBCATEGORY = "9 Summary tables"
 
 

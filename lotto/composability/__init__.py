@@ -6,6 +6,8 @@ This module is import-light on purpose (no torch, no pandas): the Snakefile read
 parse time. ``cli`` holds the family's subcommands, ``analysis`` its tidy tables and ``plots`` its figures.
 """
 
+from lotto.family import Family, Figure, Paper
+
 PAPER = "Movva, Frankle & Carbin (2021): the consistency and composability of lottery-ticket pruning masks"
 
 #: figure name -> what it shows (each is a Snakemake target by that name)
@@ -61,3 +63,29 @@ ACCURACY_VIEWS: dict[str, tuple[str, str]] = {
 
 #: summary tables written by the `tables` target (results/<experiment>/tables/<name>.csv)
 TABLES = ("overlap", "accuracy")
+
+
+_SECTIONS = {  # figure -> (report subcategory, the paper figure it mirrors)
+    "fig1a": ("1 Overlap of pruned weights", "Movva et al. 2021, Fig. 1a"),
+    "fig1b": ("1 Overlap of pruned weights", "Movva et al. 2021, Fig. 1b"),
+    "fig2a": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2a"),
+    "fig2b": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2b"),
+    "fig2c": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2c"),
+    "fig2d": ("2 Accuracy of composed masks", "Movva et al. 2021, Fig. 2d"),
+    "fig2e": ("2 Accuracy of composed masks", "extends Movva et al. 2021, Fig. 2"),
+    "training_curves": ("3 Training curves", "no paper figure (a check of every training)"),
+}
+
+FAMILY = Family(
+    name="composability",
+    package=__name__,
+    title="Composability",
+    paper="Movva, Frankle & Carbin (2021)",
+    papers=(Paper("Movva, Frankle & Carbin (2021), Studying the consistency and composability of lottery ticket "
+                  "pruning masks", "https://arxiv.org/abs/2104.14753"),),
+    figures=tuple(Figure(name, shows, *_SECTIONS[name]) for name, shows in FIGURES.items()),
+    figures_target="figures",
+    tables=(("overlap", "table_overlap"), ("accuracy", "table_accuracy")),
+    problems="lotto.composability.checks:problems",
+    schedule_problems="lotto.composability.checks:schedule_problems",
+)

@@ -7,6 +7,8 @@ Import-light on purpose (no torch, no pandas): the Snakefile reads the figure li
 measures, ``analysis`` the tidy tables and ``plots`` the figures.
 """
 
+from lotto.family import Family, Figure, Paper
+
 PAPER = "Paganini & Forde (2020): streamlining tensor and network pruning in PyTorch; on iterative pruning, reinitialisation and the similarity of masks"
 
 #: figure name -> what it shows (each is a Snakemake target by that name)
@@ -26,3 +28,32 @@ FIGURES: dict[str, str] = {
 
 #: figures ``lotto zoo-figure`` draws from records and masks (the ensemble and the curves have their own commands)
 RECORD_FIGURES: tuple[str, ...] = tuple(f for f in FIGURES if f not in ("zoo_ensemble", "zoo_training_curves"))
+
+
+_SECTIONS = {  # figure -> (report subcategory, the paper figure it mirrors)
+    "zoo_accuracy": ("1 Accuracy and sparsity", "Paganini & Forde 2020a, Fig. 2; 2020b, Figs. 1, 2, 10"),
+    "zoo_effective": ("1 Accuracy and sparsity", "Paganini & Forde 2020a, Table 1; 2020b, Fig. 12"),
+    "zoo_jaccard_methods": ("2 Mask similarity", "Paganini & Forde 2020a, Fig. 4"),
+    "zoo_jaccard_layers": ("2 Mask similarity", "Paganini & Forde 2020a, Fig. 3; 2020b, Figs. 3, 4"),
+    "zoo_jaccard_handlings": ("2 Mask similarity", "Paganini & Forde 2020b, Figs. 9, 11"),
+    "zoo_jaccard_tasks": ("2 Mask similarity", "Paganini & Forde 2020a, Fig. 5"),
+    "zoo_stability": ("3 Weights of the tickets", "Paganini & Forde 2020a, Fig. 20; 2020b, Figs. 6-8"),
+    "zoo_transfer": ("4 Transfer and ensembles", "Paganini & Forde 2020a, Fig. 6"),
+    "zoo_ensemble": ("4 Transfer and ensembles", "Paganini & Forde 2020b, Table 2, Fig. 14"),
+    "zoo_training_curves": ("5 Training curves", "no paper figure (a check of every training)"),
+}
+
+FAMILY = Family(
+    name="zoo",
+    package=__name__,
+    title="Pruning zoo",
+    paper="Paganini & Forde (2020)",
+    papers=(Paper("Paganini & Forde (2020a), Bespoke vs. prêt-à-porter lottery tickets: exploiting mask similarity "
+                  "for trainable sub-network finding", "https://arxiv.org/abs/2007.04091"),
+            Paper("Paganini & Forde (2020b), On iterative neural network pruning, reinitialization, and the "
+                  "similarity of masks", "https://arxiv.org/abs/2001.05050")),
+    figures=tuple(Figure(name, shows, *_SECTIONS[name]) for name, shows in FIGURES.items()),
+    figures_target="zoo_figures",
+    problems="lotto.zoo.checks:problems",
+    schedule_problems="lotto.zoo.checks:schedule_problems",
+)
