@@ -74,9 +74,17 @@ onerror:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/composability.smk"
-include: "workflow/rules/imp.smk"
-include: "workflow/rules/zoo.smk"
+include: "workflow/rules/core.smk"
+
+
+# one rule file per experiment family (lotto.families: the registry), each adding its rules, its TARGETS and what
+# outputs.smk makes its figure, training-curve and claims rules from
+for _family in FAMILIES:
+
+    include: f"workflow/rules/{_family}.smk"
+
+
+include: "workflow/rules/outputs.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/verify.smk"

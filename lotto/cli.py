@@ -165,6 +165,12 @@ def cmd_report_config(args) -> None:
         tmp.write_text(f"# The configuration this run used: the config file(s) given ({given}) with the schema's "
                        "defaults filled in.\n" + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False))
     log(f"config -> {args.out}")
+    if args.papers:
+        from lotto.report import papers_html
+
+        with atomic_write(args.papers, suffix=".html") as tmp:
+            tmp.write_text(papers_html(cfg))
+        log(f"the papers it reproduces -> {args.papers}")
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -270,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True,
                     help="YAML config file or inline JSON object with the claims section and the family's")
     sp.add_argument("--out", required=True, help="CSV to write")
-    sp.add_argument("inputs", nargs="+", help="the family's records (JSON) and, for the zoo, mask files")
+    sp.add_argument("inputs", nargs="+", help="the family's records (JSON) and mask files")
 
     sp = add("claims-table", cmd_claims_table,
              "Merge claims CSVs (lotto claims) into one and print it as a table; without --out, just print.")
@@ -321,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, threads=False)
     sp.add_argument("--source", nargs="*", default=[], help="the config file(s) it came from, named in the header")
     sp.add_argument("--out", required=True, help="YAML file to write")
+    sp.add_argument("--papers", default=None, help="HTML list of the papers the config's families reproduce")
 
     # every family registers its own subcommands; imported here (not lazily) so `lotto --help` lists them all
     for family in FAMILIES.values():

@@ -8,9 +8,9 @@ Import-light (stdlib only): the Snakefile reads it at parse time, on every clust
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class Family:
     section; ``title`` and ``paper``: the report section's heading (no colons or quotes: they become report link
     names); ``papers``: what it reproduces, cited with links on the report's landing page; ``figures`` and
     ``tables`` ((table stem, caption stem) of ``results/<experiment>/tables/``): its report entries;
-    ``figures_target``: the rule that builds all its figures; ``problems``: "module:function" checking its
+    ``figures_target``: the rule that builds all its figures; ``display``: its name in running text;
+    ``names``: readable names of its own ids, by kind (lotto.names.FAMILY_KINDS: its tickets, weight handlings,
+    chains); ``context``: "module:function" adding what its figures need to a run's figure context
+    (``fn(cfg) -> dict``); ``problems``: "module:function" checking its
     section beyond the schema (``problems(cfg) -> [message, ...]``, each naming its config key);
     ``schedule_problems``: "module:function" checking, on a whole config, the steps it trains to against the
     schedule of the data it trains on (``fn(cfg, schedules)``, :class:`lotto.config.Schedules`); ``cli`` and
@@ -57,6 +60,9 @@ class Family:
     figures: tuple[Figure, ...]
     figures_target: str
     tables: tuple[tuple[str, str], ...] = ()
+    display: str = ""
+    names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    context: str = ""
     problems: str = ""
     schedule_problems: str = ""
     cli_module: str = ""
@@ -83,6 +89,9 @@ class Family:
             if f.name == name:
                 return f
         raise KeyError(f"{self.name} has no figure {name!r}; it has {', '.join(self.figure_names())}")
+
+    def figure_context(self, cfg: dict) -> dict:
+        return dict(_resolve(self.context)(cfg)) if self.context else {}
 
     def check(self, cfg: dict) -> list[str]:
         """The family's own problems with a validated config (empty when its section is fine)."""

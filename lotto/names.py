@@ -29,13 +29,6 @@ NAMES: dict[str, dict[str, str]] = {
         "hybrid": "hybrid (L1 structured conv, L1 fc)",
         "fc_only": "fc layers only (L1)",
     },
-    # what the surviving weights start from after a pruning round (lotto/zoo/iterative.py HANDLINGS)
-    "handling": {
-        "rewind_init": "rewind to init",
-        "rewind_t": "rewind to step t",
-        "finetune": "fine-tune",
-        "reinit_sign": "sign-preserving reinit",
-    },
     "model": {
         "resnet20": "ResNet-20",
         "lenet": "LeNet",
@@ -53,29 +46,25 @@ NAMES: dict[str, dict[str, str]] = {
         "cifar100": "CIFAR-100",
         "svhn": "SVHN",
     },
-    # tickets: compositions of sibling masks, baselines (composability), transferred tickets (zoo)
-    "ticket": {
-        "union": "union",
-        "intersection": "intersection",
-        "mean_magnitude": "mean magnitude",
-        "oneshot": "one-shot (rewind)",
-        "random": "random ticket",
-        "dense": "dense",
-        "consensus": "consensus",
-    },
-    # the two IMP chains (lotto/imp)
-    "chain": {
-        "fixed": "fixed ratio",
-        "adaptive": "adaptive ratio",
-    },
-    "family": {
-        "composability": "mask composability",
-        "zoo": "pruning-method zoo",
-        "imp": "IMP and linear mode connectivity",
-    },
 }
 
-KINDS = tuple(NAMES) + ("task",)
+#: the kinds a family's spec adds its own names for (lotto.family.Family.names: tickets, handlings, chains...)
+FAMILY_KINDS = ("ticket", "handling", "chain")
+KINDS = tuple(NAMES) + FAMILY_KINDS + ("family", "task")
+
+
+def _names(kind: str) -> dict[str, str]:
+    """The id -> name table of a kind: lotto's own, or what the registered families bring."""
+    if kind in NAMES:
+        return NAMES[kind]
+    from lotto.families import FAMILIES
+
+    if kind == "family":
+        return {name: f.display for name, f in FAMILIES.items()}
+    out: dict[str, str] = {}
+    for f in FAMILIES.values():
+        out.update(f.names.get(kind, {}))
+    return out
 
 _VOTE = re.compile(r"vote([1-9]\d*)")
 
@@ -99,17 +88,18 @@ def display(kind: str, id, tasks: dict | None = None) -> str:
             return f"vote: kept by ≥ {m.group(1)} of k"
         if text.startswith("bespoke_"):
             return f"bespoke for {display('task', text[len('bespoke_'):], tasks)}"
-    return NAMES[kind].get(text, text)
+    return _names(kind).get(text, text)
 
 
 def figure_context(config: dict) -> dict:
     """What a run's figures need besides their tables (each figure command's ``--context``): the ids of its
-    model, data set and experiment, each zoo task's data set (for the tasks' names), and the page sizes of its
-    ``figures`` section (lotto.figures)."""
+    model, data set and experiment, the page sizes of its ``figures`` section (lotto.figures), and what each
+    family of the config adds (its spec's ``context``: e.g. the data set of each of its tasks)."""
+    from lotto.families import FAMILIES
+
     context = {"model": config["model"]["name"], "dataset": config["data"]["dataset"],
                "experiment": config["experiment"], "figure": dict(config.get("figures") or {})}
-    zoo = config.get("zoo")
-    if zoo:
-        context["tasks"] = {zoo.get("main_task") or config["data"]["dataset"]: config["data"]["dataset"],
-                            **{t["name"]: t["dataset"] for t in zoo.get("tasks", [])}}
+    for name, family in FAMILIES.items():  # what a family's figures need besides (e.g. its tasks' data sets)
+        if config.get(name):
+            context.update(family.figure_context(config))
     return context

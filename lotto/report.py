@@ -43,6 +43,20 @@ def category(section: str, config: dict) -> str:
     return f"{number}. {title}"
 
 
+def papers_html(config: dict) -> str:
+    """The papers a run reproduces, as the landing page lists them: each family the config runs, its papers cited
+    with links (from the families' specs)."""
+    from html import escape
+
+    items = []
+    for name, family in FAMILIES.items():
+        if config.get(name):
+            cited = "; ".join(f'{escape(p.citation)}, <a href="{escape(p.url)}">{escape(p.url.rsplit("/", 1)[-1])}</a>'
+                              for p in family.papers)
+            items.append(f"<li>{escape(family.title)}: {cited}</li>")
+    return "<p>Papers reproduced:</p>\n<ul>\n" + "\n".join(items) + "\n</ul>\n"
+
+
 def figure_labels(family: str, name: str) -> dict[str, str]:
     """The columns the report's result list shows for a figure."""
     return {"figure": name, "mirrors": FIGURES[family][name][1]}

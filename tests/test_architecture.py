@@ -61,7 +61,7 @@ def test_snakefile_parse_imports_no_torch():
     code = (
         "import sys, runpy\n"
         "import lotto.config, lotto.paths, lotto.families, lotto.composability, lotto.zoo, lotto.imp\n"
-        "[f.figures() for f in lotto.families.FAMILIES.values()]\n"
+        "[f.figure_names() for f in lotto.families.FAMILIES.values()]\n"
         "lotto.config.load_schema()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
@@ -73,7 +73,7 @@ def test_every_family_has_its_parts():
     assert set(configmod.families(schema)) == set(FAMILIES)
     for name, family in FAMILIES.items():
         assert (ROOT / "workflow" / "rules" / f"{name}.smk").is_file()
-        assert family.figures(), f"{name} lists no figures"
+        assert family.figure_names(), f"{name} lists no figures"
     from lotto.cli import build_parser
 
     commands = set(build_parser()._subparsers._group_actions[0].choices)

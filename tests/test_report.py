@@ -35,7 +35,7 @@ VIRTUAL_TIME_MS = "30000"
 # --------------------------------------------------------------------------- fast checks (no browser)
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_figure_has_a_caption_and_a_place_in_the_report(family):
-    names = set(FAMILIES[family].figures())
+    names = set(FAMILIES[family].figure_names())
     assert set(lotto_report.FIGURES[family]) == names, "lotto/report.py must place every figure of the family"
     for name in names:
         text = (ROOT / "workflow" / "report" / f"{name}.rst").read_text()
@@ -287,7 +287,7 @@ def rendered(run, tmp_path_factory):
 def test_the_rendered_report_shows_every_figure_with_its_caption(run, rendered):
     page, _ = rendered
     figures = sorted(p.stem for p in (run / EXP / "figures").glob("*.png"))
-    assert figures == sorted(FAMILIES["composability"].figures())  # tiny.yaml: the composability family only
+    assert figures == sorted(FAMILIES["composability"].figure_names())  # tiny.yaml: the composability family only
     for name in figures:
         src = page.images.get(f"{name}.png")
         assert src, f"{name}.png is not on the rendered page (images: {sorted(page.images)})"

@@ -40,6 +40,8 @@ FAMILY = Family(
                   "hypothesis: what's encoded in a winning ticket's mask?", "https://arxiv.org/abs/2210.03044"),),
     figures=tuple(Figure(name, shows, *_SECTIONS[name]) for name, shows in FIGURES.items()),
     figures_target="imp_figures",
+    display="IMP and linear mode connectivity",
+    names={"chain": {"fixed": "fixed ratio", "adaptive": "adaptive ratio"}},
     tables=(("imp_adaptive", "table_imp_adaptive"),),
     problems="lotto.imp.checks:problems",
     schedule_problems="lotto.imp.checks:schedule_problems",

@@ -43,6 +43,13 @@ _SECTIONS = {  # figure -> (report subcategory, the paper figure it mirrors)
     "zoo_training_curves": ("5 Training curves", "no paper figure (a check of every training)"),
 }
 
+def figure_context(config: dict) -> dict:
+    """What the zoo's figures need besides their tables: each task's data set (for the tasks' display names)."""
+    zoo = config["zoo"]
+    return {"tasks": {zoo.get("main_task") or config["data"]["dataset"]: config["data"]["dataset"],
+                      **{t["name"]: t["dataset"] for t in zoo.get("tasks", [])}}}
+
+
 FAMILY = Family(
     name="zoo",
     package=__name__,
@@ -54,6 +61,12 @@ FAMILY = Family(
                   "similarity of masks", "https://arxiv.org/abs/2001.05050")),
     figures=tuple(Figure(name, shows, *_SECTIONS[name]) for name, shows in FIGURES.items()),
     figures_target="zoo_figures",
+    display="pruning-method zoo",
+    names={"ticket": {"consensus": "consensus", "random": "random ticket"},
+           # what the surviving weights start from after a pruning round (lotto/zoo/iterative.py HANDLINGS)
+           "handling": {"rewind_init": "rewind to init", "rewind_t": "rewind to step t", "finetune": "fine-tune",
+                        "reinit_sign": "sign-preserving reinit"}},
+    context="lotto.zoo:figure_context",
     problems="lotto.zoo.checks:problems",
     schedule_problems="lotto.zoo.checks:schedule_problems",
 )

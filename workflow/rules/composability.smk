@@ -1,47 +1,215 @@
-# Training: theta_0, shared pretraining to the rewind point, siblings, retraining of every ticket.
-# Resumable state lives under RESUME, outside the declared outputs (which Snakemake deletes before a job).
-# Each training rule's `group: training_group(...)` bundles its jobs N to a GPU on a cluster when
-# resources.trainings_per_gpu = N > 1 (common.smk); with N = 1 a training is a Slurm job of its own.
+# Mask composability (Movva, Frankle & Carbin 2021): siblings trained from a shared rewind point, their masks at
+# every sparsity, compositions of k of them, retrained tickets, one-shot and random baselines; its figures,
+# tables and claims (their rules: outputs.smk, from register_outputs below).
+#
+# results/<exp>/rep<r>/pre<t>/sibling<i>/{trained.safetensors, metrics.json, masks/s<sparsity>.mask}
+# results/<exp>/rep<r>/pre<t>/k<k>/<op>/s<sparsity>/{mask.mask, compose.json, retrained.safetensors, metrics.json}
+# results/<exp>/rep<r>/pre<t>/{oneshot,random}/s<sparsity>/...
+# The init and the rewind points (rep<r>/pre<t>/rewind.safetensors) come from core.smk.
+from lotto.composability import ACCURACY_VIEWS, EVERY_OP, FAMILY as COMP_FAMILY, xscale_for
+from lotto.composability.claims import random_ticket_point
+from lotto.masks import vote_threshold
+from lotto.paths import sparsity_tag
+
+# empty grids when the config has no composability section
+COMP = config.get("composability")
+REPS = COMP["replicates"] if COMP else []
+PRES = COMP["pretrain_steps"] if COMP else []
+KS = sorted(COMP["ks"]) if COMP else []
+SIBLINGS = list(range(1, (COMP["siblings"] or max(KS)) + 1)) if COMP else []
+SPARSITIES = [sparsity_tag(s) for s in COMP["sparsities"]] if COMP else []
+BASELINE_SIBLING = COMP["baseline_sibling"] if COMP else 1
+OPS = COMP["ops"] if COMP else []
+MATCH_SPARSITY = COMP["match_sparsity"] if COMP else False
+
+# an accuracy figure of one composition is drawn when that composition is run
+FIGURES = [f for f in COMP_FAMILY.figure_names() if ACCURACY_VIEWS.get(f, (EVERY_OP,))[0] in [EVERY_OP, *OPS]]
+# one x scale for every sparsity figure of the run, from the config's grid (not from each figure's own points)
+COMP_XSCALE = xscale_for(COMP["sparsities"]) if COMP else "linear"
+# masks, compositions and random tickets of one (replicate, rewind point): one job group, whose unconnected parts
+# (one per sparsity) go out as one cluster job (common.smk: light_group)
+MASKS_GROUP = light_group("masks_rep{rep}_pre{pre}", 1000)
 
 
-# theta_0 of a replicate: seconds of CPU, on the submitting host (like stage_data), so that on a cluster the
-# first trainings wait for no queue behind it and a replicate costs no submission of its own
-rule init:
-    input:
-        data=DATA,
-    output:
-        f"{ROOT}/rep{{rep}}/init.safetensors",
-    log:
-        f"{ROOT}/rep{{rep}}/init.log",
-    params:
-        cfg=cfg_arg("model"),
-    localrule: True
-    conda:
-        LOTTO_ENV
-    shell:
-        "lotto init --config {params.cfg} --data {input.data} --replicate {wildcards.rep} --out {output} > {log} 2>&1"
+wildcard_constraints:
+    sib=r"\d+",
+    k=r"\d+",
+    op=r"union|intersection|mean_magnitude|vote[1-9]\d*",
+    s=r"0\.\d{4}",
+    ticket=r"k\d+/(?:union|intersection|mean_magnitude|vote[1-9]\d*)|oneshot|random",
 
 
-rule pretrain:
-    input:
-        data=DATA,
-        init=f"{ROOT}/rep{{rep}}/init.safetensors",
-    output:
-        ckpt=f"{PRE_DIR}/rewind.safetensors",
-        curve=f"{PRE_DIR}/rewind.curve.csv",
-    log:
-        f"{PRE_DIR}/pretrain.log",
-    params:
-        cfg=cfg_arg("model", "training"),
-    group:
-        training_group("pretrain")
-    threads: RES["train_threads"]
-    resources:
-        **train_resources(),
-    conda:
-        LOTTO_ENV
-    shell:
-        train_shell("{input.init}", "pretrain", kind="rewind", end="{wildcards.pre}", metrics=False)
+# --- artifact paths -------------------------------------------------------------------------------
+def sibling_mask(rep, pre, sib, s):
+    return f"{ROOT}/rep{rep}/pre{pre}/sibling{sib}/masks/s{s}.mask"
+
+
+def sibling_checkpoint(rep, pre, sib):
+    return f"{ROOT}/rep{rep}/pre{pre}/sibling{sib}/trained.safetensors"
+
+
+def sibling_metrics(rep, pre, sib):
+    return f"{ROOT}/rep{rep}/pre{pre}/sibling{sib}/metrics.json"
+
+
+def compose_record(rep, pre, k, op, s):
+    return f"{ROOT}/rep{rep}/pre{pre}/k{k}/{op}/s{s}/compose.json"
+
+
+def ticket_metrics(rep, pre, ticket, s):
+    return f"{ROOT}/rep{rep}/pre{pre}/{ticket}/s{s}/metrics.json"
+
+
+def ops_at(k):
+    """The compositions of composability.ops run at k. vote<m> needs m <= k, and is left out where it is the
+    same mask as a listed union (m = 1) or intersection (m = k): retrained with the same noise, it would
+    repeat that ticket's training."""
+    out = []
+    for op in OPS:
+        m = vote_threshold(op)
+        if m is not None and (m > k or (m == 1 and "union" in OPS) or (m == k and "intersection" in OPS)):
+            continue
+        out.append(op)
+    return out
+
+
+def overlap_op(k):
+    """The composition whose sidecar the overlap figures read (every sidecar records the same overlap)."""
+    return "union" if "union" in ops_at(k) else ops_at(k)[0]
+
+
+def compose_inputs(w):
+    """The k sibling masks; their checkpoints too where their weights are ranked (mean_magnitude, matching)."""
+    sibs = range(1, int(w.k) + 1)
+    out = dict(masks=[sibling_mask(w.rep, w.pre, i, w.s) for i in sibs])
+    if w.op == "mean_magnitude" or MATCH_SPARSITY:
+        out["checkpoints"] = [sibling_checkpoint(w.rep, w.pre, i) for i in sibs]
+    return out
+
+
+def compose_flags(w, input):
+    flags = "--match-sparsity " if MATCH_SPARSITY else ""
+    if "checkpoints" in input.keys():
+        flags += "--checkpoints " + " ".join(input.checkpoints)
+    return flags
+
+
+def parse_ticket(ticket):
+    """'k3/union' -> (3, 'union'); 'oneshot' -> (None, 'oneshot')."""
+    if "/" in ticket:
+        k, op = ticket.split("/")
+        return int(k[1:]), op
+    return None, ticket
+
+
+# --- what each figure plots ---------------------------------------------------------------------------
+def _dense(pres):
+    return [sibling_metrics(r, p, i) for r in REPS for p in pres for i in SIBLINGS]
+
+
+def _baselines(pres):
+    return [ticket_metrics(r, p, b, s) for r in REPS for p in pres for b in ("oneshot", "random") for s in SPARSITIES]
+
+
+def comp_curve_groups():
+    """The composability trainings by role: median and range over each group make hundreds of runs readable."""
+    def retrained(tickets):
+        return [curve_of(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/retrained.safetensors") for r in REPS for p in PRES
+                for t in tickets for s in SPARSITIES]
+
+    names = {"union": "unions of k masks", "intersection": "intersections of k masks"}
+    return [
+        ("pretraining (0 to t)", [curve_of(rewind_path(r, p)) for r in REPS for p in PRES]),
+        ("dense siblings (t to end)", [curve_of(sibling_checkpoint(r, p, i)) for r in REPS for p in PRES
+                                       for i in SIBLINGS]),
+        ("one-shot tickets", retrained(["oneshot"])),
+        ("random tickets", retrained(["random"])),
+    ] + [(names.get(op, f"{op} of k masks"), retrained([f"k{k}/{op}" for k in KS if op in ops_at(k)])) for op in OPS]
+
+
+def figure_inputs(name):
+    if name == "training_curves":
+        return curve_files(comp_curve_groups())
+    top = [max(PRES)]
+    if name == "fig1a":
+        return [compose_record(r, p, 2, overlap_op(2), s) for r in REPS for p in PRES for s in SPARSITIES]
+    if name == "fig1b":
+        return [compose_record(r, p, k, overlap_op(k), s) for r in REPS for p in top for k in KS for s in SPARSITIES]
+    if name == "fig2e":
+        tickets = [ticket_metrics(r, p, f"k2/{op}", s) for r in REPS for p in top for op in ops_at(2)
+                   for s in SPARSITIES]
+        return tickets + _baselines(top) + _dense(top)
+    op = {"fig2a": "union", "fig2b": "intersection", "fig2c": "union", "fig2d": "intersection"}[name]
+    pres, ks = (PRES, [2]) if name in ("fig2a", "fig2b") else (top, KS)
+    tickets = [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p in pres for k in ks for s in SPARSITIES]
+    return tickets + _baselines(pres) + _dense(pres)
+
+
+def all_figure_files():
+    return [f for name in FIGURES for f in figure_files(name)]
+
+
+def all_records():
+    records = [compose_record(r, p, k, op, s) for r in REPS for p in PRES for k in KS
+               for op in ops_at(k) for s in SPARSITIES]
+    records += [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p in PRES for k in KS
+                for op in ops_at(k) for s in SPARSITIES]
+    return records + _baselines(PRES) + _dense(PRES)
+
+
+def summary_tables():
+    return [f"{ROOT}/tables/{name}.csv" for name in ("overlap", "accuracy")]
+
+
+def all_artifacts():
+    """Every checkpoint and mask of the experiment tree (records and metrics come via the figures)."""
+    out = [DATA]
+    for r in REPS:
+        out.append(f"{ROOT}/rep{r}/init.safetensors")
+        for p in PRES:
+            out.append(rewind_path(r, p))
+            for i in SIBLINGS:
+                out.append(sibling_checkpoint(r, p, i))
+                out += [sibling_mask(r, p, i, s) for s in SPARSITIES]
+            tickets = [f"k{k}/{op}" for k in KS for op in ops_at(k)] + ["oneshot", "random"]
+            for t in tickets:
+                for s in SPARSITIES:
+                    out.append(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/retrained.safetensors")
+                    if t != "oneshot":
+                        out.append(f"{ROOT}/rep{r}/pre{p}/{t}/s{s}/mask.mask")
+    return out
+
+def ticket_mask(w):
+    if w.ticket == "oneshot":
+        return sibling_mask(w.rep, w.pre, BASELINE_SIBLING, w.s)
+    return f"{ROOT}/rep{w.rep}/pre{w.pre}/{w.ticket}/s{w.s}/mask.mask"
+
+
+def ticket_labels(w):
+    k, ticket = parse_ticket(w.ticket)
+    return labels_arg(
+        replicate=int(w.rep), pretrain_steps=int(w.pre), ticket=ticket, k=k, target_sparsity=float(w.s)
+    )
+
+
+def comp_claim_inputs():
+    """The records the composability claims read (lotto/composability/claims.py), and no more: every sibling mask
+    at t=0 and the largest t (the overlaps), intersection sidecars at every t (the sanity check), unions and
+    intersections retrained at the largest t (every k) and at t=0 (k=2), the one-shot curve at both, and the
+    random ticket at the one sparsity its claim uses."""
+    top = max(PRES)
+    ends = sorted({0, top} & set(PRES))
+    recs = [sibling_mask(r, p, i, s) for r in REPS for p in ends for i in SIBLINGS for s in SPARSITIES]
+    recs += [compose_record(r, p, k, "intersection", s) for r in REPS for p in PRES for k in KS for s in SPARSITIES]
+    composed = [(top, k) for k in KS] + ([(0, 2)] if 0 in PRES and top != 0 else [])
+    recs += [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p, k in composed
+             for op in ("union", "intersection") for s in SPARSITIES]
+    recs += [ticket_metrics(r, p, "oneshot", s) for r in REPS for p in ends for s in SPARSITIES]
+    cl = config["claims"]
+    point = random_ticket_point(COMP["sparsities"], cl["random_ticket_min_sparsity"], cl["random_ticket_max_sparsity"])
+    if point is not None:
+        recs += [ticket_metrics(r, top, "random", sparsity_tag(point)) for r in REPS]
+    return recs
 
 
 rule sibling:
@@ -61,7 +229,7 @@ rule sibling:
             target_sparsity=0.0,
         ),
     group:
-        training_group("sibling")
+        training_group("sibling_rep{rep}_pre{pre}")
     threads: RES["train_threads"]
     resources:
         **train_resources(),
@@ -87,7 +255,7 @@ rule retrain:
         cfg=cfg_arg("model", "training"),
         labels=ticket_labels,
     group:
-        training_group("retrain")
+        training_group("retrain_rep{rep}_pre{pre}")
     threads: RES["train_threads"]
     resources:
         **train_resources(),
@@ -113,7 +281,7 @@ rule mask:
     params:
         labels=lambda w: labels_arg(replicate=int(w.rep), pretrain_steps=int(w.pre), sibling=int(w.sib)),
     group:
-        "masks_rep{rep}_pre{pre}"
+        MASKS_GROUP
     resources:
         **light_resources(),
     conda:
@@ -137,7 +305,7 @@ rule compose:
         labels=lambda w: labels_arg(replicate=int(w.rep), pretrain_steps=int(w.pre)),
         flags=compose_flags,
     group:
-        "masks_rep{rep}_pre{pre}"
+        MASKS_GROUP
     resources:
         **light_resources(),
     conda:
@@ -155,7 +323,7 @@ rule random_ticket:
     log:
         f"{PRE_DIR}/random/s{{s}}/random_ticket.log",
     group:
-        "masks_rep{rep}_pre{pre}"
+        MASKS_GROUP
     resources:
         **light_resources(),
     conda:
@@ -165,60 +333,7 @@ rule random_ticket:
         "--seed-parts {wildcards.pre} {wildcards.s} --out {output} > {log} 2>&1"
 
 
-# --- figures: each a target by rule name (`snakemake fig1a`) and by file; the CSV beside it is what it plots.
-# They run on the submitting host: light, and the only steps that import seaborn. Every title names the model,
-# dataset and experiment (FIG_CONTEXT); every sparsity axis has the one scale of the config's grid (COMP_XSCALE).
-
-# (A shell: expression is evaluated again when the job runs, with the loop variable at its last value: so no
-# expression of _fig there, and training_curves, whose command differs, is a rule of its own.)
-for _fig in [f for f in FIGURES if f != "training_curves"] if COMP else []:
-
-    rule:
-        name:
-            _fig
-        input:
-            figure_inputs(_fig),
-        output:
-            report_figure("composability", _fig, figure_files(_fig)),
-        log:
-            f"{ROOT}/logs/{_fig}.log",
-        params:
-            prefix=lambda w, output: output[0][: -len(".png")],
-            context=FIG_CONTEXT,
-            **comp_figure_params(_fig),
-        localrule: True
-        conda:
-            LOTTO_ENV
-        shell:
-            "lotto figure {params.name} --xscale {params.xscale} --context {params.context} "
-            "--out-prefix {params.prefix} {input} > {log} 2>&1"
-
-
-if "training_curves" in FIGURES and COMP:
-
-    rule training_curves:
-        input:
-            figure_inputs("training_curves"),
-        output:
-            report_figure("composability", "training_curves", figure_files("training_curves")),
-        log:
-            f"{ROOT}/logs/training_curves.log",
-        params:
-            prefix=lambda w, output: output[0][: -len(".png")],
-            context=FIG_CONTEXT,
-            **comp_figure_params("training_curves"),
-        localrule: True
-        conda:
-            LOTTO_ENV
-        shell:
-            TRAINING_CURVES_SHELL
-
-
 if COMP:
-
-    rule figures:
-        input:
-            all_figure_files(),
 
     rule tables:
         input:
@@ -239,17 +354,12 @@ if COMP:
     # through its newer timestamp, only the steps downstream of it)
     TARGETS += all_figure_files() + summary_tables() + all_artifacts()
 
-    rule claims_composability:
-        input:
-            comp_claim_inputs(),
-        output:
-            claims_part("composability"),
-        log:
-            f"{ROOT}/logs/claims-composability.log",
-        params:
-            cfg=cfg_arg("claims", "composability"),
-        localrule: True
-        conda:
-            LOTTO_ENV
-        shell:
-            "lotto claims --family composability --config {params.cfg} --out {output} {input} > {log} 2>&1"
+    register_outputs(
+        "composability",
+        figures=FIGURES,
+        figure_inputs=figure_inputs,
+        figure_command=lambda name: f"figure {name} --xscale {COMP_XSCALE}",
+        curves=("training_curves", "Training curves of the composability runs (tickets: retraining from t)",
+                comp_curve_groups),
+        claim_inputs=comp_claim_inputs,
+    )

@@ -1,7 +1,8 @@
 # IMP with weight rewinding, linear mode connectivity between its levels, 2-D slices and the adaptive
 # pruning ratio (Paul, Chen, Larsen, Frankle, Ganguli & Dziugaite 2022).
 #
-# Reuses `init` and `pretrain`: the rewind point tau of replicate r is rep<r>/pre<tau>/rewind.safetensors.
+# Reuses `init` and `pretrain` (core.smk): the rewind point tau of replicate r is rep<r>/pre<tau>/rewind.safetensors.
+# Its figure, training-curve and claims rules: outputs.smk, from register_outputs below.
 # Under rep<r>/pre<tau>/imp/:
 #   fixed/level<L>/{mask.mask, trained.safetensors, metrics.json, train.log}   (level 0: dense, no mask)
 #   adaptive/level<L>/{mask.mask, prune.json, trained.safetensors, ...}       (L >= 1; level 0 is fixed/level0)
@@ -10,7 +11,124 @@
 # Every level depends only on the levels below it, and each rule's params hold only the keys it uses,
 # so raising imp.levels (or imp.adaptive.levels) adds jobs without rerunning existing ones.
 
+IMP = config.get("imp")
+
 if IMP:
+    IMP_REPS = IMP["replicates"]
+    IMP_PRES = IMP["pretrain_steps"]
+    IMP_LEVELS = IMP["levels"]
+    _imp_top = [max(IMP_PRES)]
+    IMP_PAIR_PRES = _imp_top if IMP["pairwise_pretrain_steps"] is None else IMP["pairwise_pretrain_steps"]
+    IMP_SLICE = IMP["slice"]
+    IMP_SLICE_PRES = _imp_top if IMP_SLICE["pretrain_steps"] is None else IMP_SLICE["pretrain_steps"]
+    IMP_SLICE_REP = IMP_REPS[0]
+    IMP_AD = IMP["adaptive"]
+    IMP_AD_PRES = (_imp_top if IMP_AD["pretrain_steps"] is None else IMP_AD["pretrain_steps"]) if IMP_AD["enabled"] else []
+    IMP_DIR = f"{PRE_DIR}/imp"
+    IMP_BETAS = ",".join(repr(float(b)) for b in IMP["beta_grid"])
+    IMP_EVAL = f"--beta-grid {IMP_BETAS} --bn-stats {IMP['bn_stats']} --bn-images {IMP['bn_images']}"
+
+    def imp_level(rep, pre, chain, level):
+        """Folder of a level; the adaptive chain starts from the fixed chain's dense level 0."""
+        chain = "fixed" if int(level) == 0 else chain
+        return f"{ROOT}/rep{rep}/pre{pre}/imp/{chain}/level{level}"
+
+    def imp_ckpt(rep, pre, chain, level):
+        return f"{imp_level(rep, pre, chain, level)}/trained.safetensors"
+
+    def imp_metrics(rep, pre, chain, level):
+        return f"{imp_level(rep, pre, chain, level)}/metrics.json"
+
+    def imp_mask(rep, pre, chain, level):
+        return [] if int(level) == 0 else [f"{imp_level(rep, pre, chain, level)}/mask.mask"]
+
+    def imp_mask_opt(rep, pre, chain, level):
+        m = imp_mask(rep, pre, chain, level)
+        return f"--mask {m[0]}" if m else ""
+
+    def imp_path_record(rep, pre, a, b):
+        return f"{ROOT}/rep{rep}/pre{pre}/imp/fixed/paths/level{a}-level{b}.json"
+
+    def imp_slice_record(rep, pre, level):
+        return f"{ROOT}/rep{rep}/pre{pre}/imp/fixed/slices/level{level}.json"
+
+    def imp_noise(level):
+        return f"custom:imp-L{level}" if IMP["noise"] == "per_level" else "custom:imp"
+
+    def imp_chain_levels(chain):
+        return range(IMP_LEVELS) if chain == "fixed" else range(1, IMP_AD["levels"])
+
+    # --- what each figure reads -------------------------------------------------------------------
+    def imp_all_metrics(chain, pres):
+        return [imp_metrics(r, p, chain, L) for r in IMP_REPS for p in pres for L in imp_chain_levels(chain)]
+
+    def imp_dense_metrics():
+        return [imp_metrics(r, p, "fixed", 0) for r in IMP_REPS for p in IMP_PRES]
+
+    def imp_successive_paths():
+        return [imp_path_record(r, p, L, L + 1) for r in IMP_REPS for p in IMP_PRES for L in range(IMP_LEVELS - 1)]
+
+    def imp_pairwise_paths():
+        return [imp_path_record(r, p, a, b) for r in IMP_REPS for p in IMP_PAIR_PRES
+                for a in range(IMP_LEVELS) for b in range(a + 1, IMP_LEVELS)]
+
+    def imp_slices():
+        return [imp_slice_record(IMP_SLICE_REP, p, L) for p in IMP_SLICE_PRES for L in IMP_SLICE["levels"]]
+
+    def imp_adaptive_records():
+        return [f"{imp_level(r, p, 'adaptive', L)}/prune.json" for r in IMP_REPS for p in IMP_AD_PRES
+                for L in imp_chain_levels("adaptive")]
+
+    def imp_curve_groups():
+        return [
+            ("pretraining (0 to τ)", [curve_of(rewind_path(r, p)) for r in IMP_REPS for p in IMP_PRES]),
+            ("level 0 (dense)", [curve_of(imp_ckpt(r, p, "fixed", 0)) for r in IMP_REPS for p in IMP_PRES]),
+            ("fixed-ratio levels", [curve_of(imp_ckpt(r, p, "fixed", L)) for r in IMP_REPS for p in IMP_PRES
+                                    for L in range(1, IMP_LEVELS)]),
+            ("adaptive-ratio levels", [curve_of(imp_ckpt(r, p, "adaptive", L)) for r in IMP_REPS for p in IMP_AD_PRES
+                                       for L in imp_chain_levels("adaptive")]),
+        ]
+
+    IMP_FIGURES = {
+        "imp_paths": imp_successive_paths() + imp_dense_metrics(),
+        "imp_heatmap": imp_pairwise_paths() + imp_all_metrics("fixed", IMP_PAIR_PRES) + imp_dense_metrics(),
+        "imp_slices": imp_slices() + imp_dense_metrics(),
+        "imp_adaptive": imp_all_metrics("fixed", IMP_AD_PRES) + imp_all_metrics("adaptive", IMP_AD_PRES)
+        + imp_adaptive_records() + imp_dense_metrics(),
+        "imp_training_curves": curve_files(imp_curve_groups()),
+    }
+    IMP_FIGURES = {name: list(dict.fromkeys(files)) for name, files in IMP_FIGURES.items()}  # each file once
+    if not IMP_PAIR_PRES:
+        del IMP_FIGURES["imp_heatmap"]
+    if not imp_slices():
+        del IMP_FIGURES["imp_slices"]
+    if not IMP_AD_PRES:
+        del IMP_FIGURES["imp_adaptive"]
+    IMP_TABLE = f"{ROOT}/tables/imp_adaptive.csv"
+
+    def imp_claim_inputs():
+        """What the IMP claims read (lotto/imp/claims.py): the paths between successive levels and the fixed
+        chain's level metrics at every rewind point, and the adaptive chain's where it runs."""
+        recs = imp_successive_paths() + imp_all_metrics("fixed", IMP_PRES)
+        return list(dict.fromkeys(recs + imp_all_metrics("adaptive", IMP_AD_PRES)))
+
+    def imp_figure_files():
+        return [f"{ROOT}/figures/{n}{ext}" for n in IMP_FIGURES for ext in (".png", ".pdf", ".csv")]
+
+    def imp_artifacts():
+        out = []
+        for r in IMP_REPS:
+            for p in IMP_PRES:
+                out.append(rewind_path(r, p))
+                for L in range(IMP_LEVELS):
+                    out.append(imp_ckpt(r, p, "fixed", L))
+                    out += imp_mask(r, p, "fixed", L)
+            for p in IMP_AD_PRES:
+                for L in imp_chain_levels("adaptive"):
+                    out.append(imp_ckpt(r, p, "adaptive", L))
+                    out += imp_mask(r, p, "adaptive", L)
+        return out
+
 
     # --- rules ------------------------------------------------------------------------------------
     # On a cluster, each pruning step of the fixed chain runs in the job that trains the level under the
@@ -37,7 +155,7 @@ if IMP:
             chain="fixed|adaptive",
             level=r"\d+",
         group:
-            training_group("imp_train", alone=lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{w.level}"
+            training_group("imp_{chain}_level{level}", alone=lambda w: f"imp_rep{w.rep}_pre{w.pre}_level{w.level}"
                            if w.chain == "fixed" and int(w.level) else None)
         params:
             cfg=cfg_arg("model", "training"),
@@ -65,7 +183,7 @@ if IMP:
         wildcard_constraints:
             level=r"[1-9]\d*",
         group:
-            training_group("imp_prune", alone="imp_rep{rep}_pre{pre}_level{level}")
+            training_group("imp_fixed_level{level}", alone="imp_rep{rep}_pre{pre}_level{level}")
         params:
             mask=lambda w: imp_mask_opt(w.rep, w.pre, "fixed", int(w.level) - 1),
             fraction=IMP["prune_fraction"],
@@ -167,51 +285,6 @@ if IMP:
             "--level-checkpoint {input.level} --next-checkpoint {input.nxt} --next-mask {input.mask} "
             "{params.opts} --labels {params.labels} --out {output} > {log} 2>&1"
 
-    # --- figures: each a target by rule name (`snakemake imp_paths`) and by file -------------------
-    # (a shell: expression is evaluated again when the job runs, with the loop variable at its last value: the
-    # training curves, whose command differs, are a rule of their own)
-    for _fig, _inputs in IMP_FIGURES.items():
-        if _fig == "imp_training_curves":
-            continue
-
-        rule:
-            name:
-                _fig
-            input:
-                _inputs,
-            output:
-                report_figure("imp", _fig, [f"{ROOT}/figures/{_fig}{ext}" for ext in (".png", ".pdf", ".csv")]),
-            log:
-                f"{ROOT}/logs/{_fig}.log",
-            params:
-                prefix=lambda w, output: output[0][: -len(".png")],
-                context=FIG_CONTEXT,
-                **imp_figure_params(_fig),
-            localrule: True
-            conda:
-                LOTTO_ENV
-            shell:
-                "lotto imp-figure {params.name} --context {params.context} --out-prefix {params.prefix} "
-                "{input} > {log} 2>&1"
-
-    rule imp_training_curves:
-        input:
-            IMP_FIGURES["imp_training_curves"],
-        output:
-            report_figure("imp", "imp_training_curves",
-                          [f"{ROOT}/figures/imp_training_curves{ext}" for ext in (".png", ".pdf", ".csv")]),
-        log:
-            f"{ROOT}/logs/imp_training_curves.log",
-        params:
-            prefix=lambda w, output: output[0][: -len(".png")],
-            context=FIG_CONTEXT,
-            **imp_figure_params("imp_training_curves"),
-        localrule: True
-        conda:
-            LOTTO_ENV
-        shell:
-            TRAINING_CURVES_SHELL
-
     if IMP_AD_PRES:
 
         rule imp_table:
@@ -229,23 +302,15 @@ if IMP:
             shell:
                 "lotto imp-table --target-sparsity {params.target} --out {output} {input} > {log} 2>&1"
 
-    rule imp_figures:
-        input:
-            imp_figure_files() + ([IMP_TABLE] if IMP_AD_PRES else []),
-
     TARGETS += imp_figure_files() + ([IMP_TABLE] if IMP_AD_PRES else []) + imp_artifacts()
 
-    rule claims_imp:
-        input:
-            imp_claim_inputs(),
-        output:
-            claims_part("imp"),
-        log:
-            f"{ROOT}/logs/claims-imp.log",
-        params:
-            cfg=cfg_arg("claims", "imp"),
-        localrule: True
-        conda:
-            LOTTO_ENV
-        shell:
-            "lotto claims --family imp --config {params.cfg} --out {output} {input} > {log} 2>&1"
+    register_outputs(
+        "imp",
+        figures=list(IMP_FIGURES),
+        figure_inputs=lambda name: IMP_FIGURES[name],
+        figure_command=lambda name: f"imp-figure {name}",
+        curves=("imp_training_curves", "Training curves of the IMP runs (levels: retraining from τ)",
+                imp_curve_groups),
+        claim_inputs=imp_claim_inputs,
+        extra_targets=[IMP_TABLE] if IMP_AD_PRES else [],
+    )

@@ -28,7 +28,8 @@ rule claims:
 
 rule report_config:
     output:
-        report_run(RUN_CONFIG, "config"),
+        config=report_run(RUN_CONFIG, "config"),
+        papers=report_run(PAPERS_HTML, "papers"),  # the landing page's list of papers, from the families' specs
     log:
         f"{ROOT}/logs/report_config.log",
     params:
@@ -38,7 +39,8 @@ rule report_config:
     conda:
         LOTTO_ENV
     shell:
-        "lotto report-config --config {params.cfg} --source {params.sources} --out {output} > {log} 2>&1"
+        "lotto report-config --config {params.cfg} --source {params.sources} --out {output.config} "
+        "--papers {output.papers} > {log} 2>&1"
 
 
 # reads the experiment's folder rather than {input}: at paper scale the paths overflow one shell command (128 KiB);
@@ -59,7 +61,7 @@ rule provenance:
         "lotto provenance --under {params.root} --out {output} > {log} 2>&1"
 
 
-TARGETS += [CLAIMS_TABLE, CLAIMS_HTML, RUN_CONFIG, PROVENANCE_TABLE]
+TARGETS += [CLAIMS_TABLE, CLAIMS_HTML, RUN_CONFIG, PAPERS_HTML, PROVENANCE_TABLE]
 
 
 if REPORT_MISSING:
