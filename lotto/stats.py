@@ -79,6 +79,13 @@ class Outcome:
     correct: np.ndarray | None = None
     test_set: str | None = None
     examples: int | None = None
+    #: (variance, degrees of freedom) of the shift of a whole run's accuracy under another draw of the seeds,
+    #: estimated from same-recipe runs beside it (e.g. a family's sibling networks); used where the replicates
+    #: cannot estimate it (one replicate) or estimate it lower (two)
+    run_var: tuple[float, float] | None = None
+
+    def with_run_var(self, run_var: tuple[float, float] | None) -> "Outcome":
+        return replace(self, run_var=run_var)
 
     @classmethod
     def of(cls, record: Mapping, where: str = "record", accuracy_key: str = "test_accuracy") -> "Outcome":
@@ -144,6 +151,8 @@ def _satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
 
 ONE_REPLICATE = ("1 replicate: seed noise enters only as the runs' per-example disagreement; a shift of a whole "
                  "run is not estimated")
+BORROWED = ("the shift of a whole run, which the replicates cannot estimate (or estimate lower), is taken from "
+            "same-recipe runs beside them (the spread of the sibling networks' accuracies)")
 NO_BITS = ("some records lack per-example results (written before lotto stored them): test-set noise bounded "
            "without pairing, a wider interval")
 
@@ -165,13 +174,14 @@ def contrast(per_replicate: Mapping[int, Terms]) -> Estimate:
     paired = all(o.correct is not None for o in outcomes)
     if paired:
         paired = len({o.test_set for o in outcomes}) == 1 and len({o.correct.size for o in outcomes}) == 1
+    borrowed = _borrowed_run_var(terms)
     if paired:
         n = outcomes[0].correct.size
         d = np.zeros((R, n))
         for r, ts in enumerate(terms):
             for w, o in ts:
                 d[r] += w * o.correct
-        return _crossed(d)
+        return _crossed(d, borrowed)
     # accuracies only: per-replicate contrasts; the test set's draw bounded arm by arm (Cauchy-Schwarz: whatever
     # the correlation between the arms), the seed noise from the replicates
     values = np.array([sum(w * o.accuracy for w, o in ts) for ts in terms])
@@ -182,16 +192,58 @@ def contrast(per_replicate: Mapping[int, Terms]) -> Estimate:
     n = min(o.examples for o in outcomes)
     test_var = float(np.mean([sum(abs(w) * math.sqrt(max(o.accuracy * (1 - o.accuracy), 0.0) / o.examples)
                                   for w, o in ts) ** 2 for ts in terms]))
-    seed_var = float(values.var(ddof=1)) / R if R >= 2 else 0.0
-    if R == 1:
+    seed_var, seed_df = (float(values.var(ddof=1)) / R, R - 1) if R >= 2 else (0.0, 0)
+    if borrowed is not None and borrowed[0] / R > seed_var:
+        seed_var, seed_df = borrowed[0] / R, borrowed[1]
+        notes.append(BORROWED)
+    elif R == 1:
         notes.append(ONE_REPLICATE)
-    df = _satterthwaite([(test_var, n - 1), (seed_var, R - 1)])
+    df = _satterthwaite([(test_var, n - 1), (seed_var, seed_df)])
     return Estimate(float(values.mean()), math.sqrt(test_var + seed_var), df, R, n, floor=test_var,
                     shrink=seed_var * R, notes=tuple(notes))
 
 
-def _crossed(d: np.ndarray) -> Estimate:
-    """The mean of a replicates x examples table and its variance under crossed random effects (module doc)."""
+def run_variance(groups: Sequence[Sequence[Outcome]]) -> tuple[float, float] | None:
+    """(variance, degrees of freedom) of the shift of a whole run's accuracy, from groups of same-recipe runs that
+    differ only in their SGD noise (e.g. the sibling networks of one rewind point, one group per replicate): per
+    group, the two-way ANOVA's run component over the runs x test examples table, (MS_run - MS_res) / n,
+    truncated at 0, pooled over the groups with their degrees of freedom. None without two such runs with
+    per-example results on one test set."""
+    parts = []
+    for runs in groups:
+        runs = [o for o in runs if o.correct is not None]
+        if len(runs) < 2 or len({o.test_set for o in runs}) != 1 or len({o.correct.size for o in runs}) != 1:
+            continue
+        d = np.array([o.correct for o in runs], dtype=float)
+        k, n = d.shape
+        by_run, by_example, grand = d.mean(axis=1), d.mean(axis=0), float(d.mean())
+        ms_run = n * float(by_run.var(ddof=1))
+        resid = d - by_run[:, None] - by_example[None, :] + grand
+        ms_res = float((resid ** 2).sum()) / ((k - 1) * (n - 1)) if n > 1 else 0.0
+        parts.append((max(0.0, (ms_run - ms_res) / n), k - 1))
+    df = sum(d for _, d in parts)
+    if not df:
+        return None
+    return sum(v * d for v, d in parts) / df, float(df)
+
+
+def _borrowed_run_var(terms) -> tuple[float, float] | None:
+    """The run-level variance of a contrast, sum_j w_j^2 var_j, from the arms' borrowed run variances (the arms
+    of the first replicate: every replicate has the same arms), with Satterthwaite degrees of freedom; None when
+    an arm has none."""
+    first = terms[0]
+    if not first or any(o.run_var is None for _, o in first):
+        return None
+    parts = [(w * w * o.run_var[0], o.run_var[1]) for w, o in first]
+    return sum(v for v, _ in parts), _satterthwaite(parts)
+
+
+def _crossed(d: np.ndarray, borrowed: tuple[float, float] | None = None) -> Estimate:
+    """The mean of a replicates x examples table and its variance under crossed random effects (module doc).
+    ``borrowed``: (variance, df) of the contrast's run-level shift per replicate, estimated beside the replicates
+    (:attr:`Outcome.run_var`): it stands in for the run component when there is one replicate, and where it
+    is larger than the replicates' own estimate (with two or three replicates that estimate has one or two
+    degrees of freedom, and is often near zero by chance)."""
     R, n = d.shape
     grand = float(d.mean())
     by_example = d.mean(axis=0)
@@ -204,17 +256,22 @@ def _crossed(d: np.ndarray) -> Estimate:
         ms_res = float((resid ** 2).sum()) / ((R - 1) * (n - 1)) if n > 1 else 0.0
         # truncated at 0 (a variance): conservative when runs do not shift, which costs some power with two or
         # three replicates, but keeps the level when they do (tested: tests/test_stats.py)
-        run_var = max(0.0, (ms_rep - ms_res) / n)
-        b = run_var / R
+        run_var, run_df = max(0.0, (ms_rep - ms_res) / n), R - 1
         # for planning: the per-example seed noise and the run shift shrink with replicates, the rest does not
         floor = max(0.0, a - ms_res / (R * n))
-        shrink = ms_res / n + run_var
+        per_example = ms_res / n
     else:
-        b = 0.0
-        floor, shrink = 0.0, a  # assumed: the runs' disagreement is SGD noise (it mostly is, for one recipe)
+        run_var, run_df = 0.0, 0
+        floor, per_example = 0.0, a  # assumed: the runs' disagreement is SGD noise
+    if borrowed is not None and borrowed[0] > run_var:
+        run_var, run_df = borrowed
+        notes.append(BORROWED)
+    elif R == 1:
         notes.append(ONE_REPLICATE)
-    df = _satterthwaite([(a, n - 1), (b, R - 1)])
-    return Estimate(grand, math.sqrt(a + b), df, R, n, floor=floor, shrink=shrink, notes=tuple(notes))
+    b = run_var / R
+    df = _satterthwaite([(a, n - 1), (b, run_df)])
+    return Estimate(grand, math.sqrt(a + b), df, R, n, floor=floor, shrink=per_example + run_var,
+                    notes=tuple(notes))
 
 
 def replicated(values: Mapping[int, float], within: tuple[float, float] | None = None,

@@ -131,14 +131,15 @@ def _sibling_weights(rep: int, t: int, sib: int, spread) -> dict[str, np.ndarray
 
 def comp_world(root: Path, ts=TS, ks=KS, grid=GRID, reps=REPS, spread=None, top_delta=None, loss0=0.08,
                random_gap=0.1, matched=True, same_masks=False, test: ExampleSet | None = None,
-               bits=True) -> list[Path]:
+               bits=True, sibling_spread=None) -> list[Path]:
     """Every record the composability claims read, as `lotto prune`, `lotto compose` and `lotto train --metrics`
     write them: sibling masks (global magnitude pruning of weights with a shared structure), intersection
     sidecars, and the retrained tickets with per-example results on one test set. Composed tickets at the
     largest t sit ``top_delta[op]`` from the one-shot curve at their sparsity, at t=0 ``loss0`` below it; with
     ``matched`` they keep exactly the one-shot ticket's count (composability.match_sparsity), else their own
     (unions are less sparse than the target, intersections sparser). ``same_masks``: the largest t's siblings
-    are the t=0 ones (no pretraining effect at all)."""
+    are the t=0 ones (no pretraining effect at all). ``sibling_spread``: also the dense siblings' metrics, their
+    accuracies 0.96 + spread * (i - mean) (the run-to-run noise the claims borrow with one replicate)."""
     spread = spread or (lambda t: 1.0 if t == 0 else 0.25)
     top_delta = {"union": 0.002, "intersection": -0.002, **(top_delta or {})}
     test = test or ExampleSet("mnist")
@@ -158,6 +159,11 @@ def comp_world(root: Path, ts=TS, ks=KS, grid=GRID, reps=REPS, spread=None, top_
                     paths.append(base / f"sibling{i}" / "masks" / f"{tag}.mask")
                     masks.append(m)
                 total = masks[0].total
+                if sibling_spread is not None and s == grid[0]:
+                    for i in range(1, K + 1):
+                        rec = test.record(0.96 + sibling_spread * (i - (K + 1) / 2), r, pretrain_steps=t,
+                                          ticket="dense", sibling=i, k=None, target_sparsity=0.0, sparsity=0.0)
+                        paths.append(_write(base / f"sibling{i}" / "metrics.json", rec))
                 for ticket, acc in (("oneshot", _oneshot(s)), ("random", _oneshot(s) - random_gap)):
                     rec = test.record(acc, r, pretrain_steps=t, ticket=ticket, k=None, target_sparsity=s,
                                       sparsity=masks[0].sparsity(), kept=masks[0].kept(), total=total)
@@ -277,6 +283,20 @@ def test_random_ticket_below_oneshot(comp_pass, tmp_path):
     row = _row(comp_eval(comp_world(tmp_path / "i2", grid=grid), grid=grid, random_ticket_min_sparsity=0.25),
                comp.RANDOM_BELOW_ONESHOT)
     assert row.verdict == "PASS" and "s=0.3" in row.compared
+
+
+def test_one_replicate_borrows_the_run_to_run_noise_of_the_siblings(tmp_path):
+    from lotto.stats import BORROWED, ONE_REPLICATE
+
+    # siblings that agree: the run noise is small, and a 0.03 gap is resolved with one replicate
+    calm = _row(comp_eval(comp_world(tmp_path / "calm", reps=(0,), random_gap=0.03, sibling_spread=0.0)),
+                comp.RANDOM_BELOW_ONESHOT)
+    assert calm.verdict == "PASS" and ONE_REPLICATE in calm.note
+    # siblings 3 points apart from one another: the same gap is no longer told from run-to-run noise
+    noisy = _row(comp_eval(comp_world(tmp_path / "noisy", reps=(0,), random_gap=0.03, sibling_spread=0.03)),
+                 comp.RANDOM_BELOW_ONESHOT)
+    assert noisy.verdict == "INCONCLUSIVE" and BORROWED in noisy.note and noisy.replicates_needed
+    assert noisy.ci_high - noisy.ci_low > 3 * (calm.ci_high - calm.ci_low)
 
 
 def test_old_records_without_per_example_results_still_get_verdicts(tmp_path):

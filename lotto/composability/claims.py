@@ -148,6 +148,19 @@ class _Records:
         ts = {r["pretrain_steps"] for r in self.compose + self.metrics} | {key[1] for key in self.masks}
         self.ts = sorted(ts)
         self.t_max = self.ts[-1] if self.ts else None
+        # the shift of a whole run's accuracy, from the dense siblings of each rewind point (same recipe, other SGD
+        # noise): what one replicate cannot estimate, and two estimate poorly (lotto.stats.run_variance)
+        from lotto.stats import run_variance
+
+        run_var = {}
+        for t in self.ts:
+            groups: dict[int, list] = {}
+            for r in self.tickets("dense", t):
+                groups.setdefault(r["replicate"], []).append(r["outcome"])
+            run_var[t] = run_variance(list(groups.values()))
+        for r in self.metrics:
+            if r["ticket"] != "dense":
+                r["outcome"] = r["outcome"].with_run_var(run_var.get(r["pretrain_steps"]))
 
     def tickets(self, ticket: str, t: int | None = None, k: int | None = None) -> list[dict]:
         return [r for r in self.metrics if r["ticket"] == ticket and (t is None or r["pretrain_steps"] == t)

@@ -205,6 +205,8 @@ def comp_claim_inputs():
     recs += [ticket_metrics(r, p, f"k{k}/{op}", s) for r in REPS for p, k in composed
              for op in ("union", "intersection") for s in SPARSITIES]
     recs += [ticket_metrics(r, p, "oneshot", s) for r in REPS for p in ends for s in SPARSITIES]
+    # the dense siblings: their spread is the run-to-run noise of a training at this scale (lotto.stats.run_variance)
+    recs += [sibling_metrics(r, p, i) for r in REPS for p in ends for i in SIBLINGS]
     cl = config["claims"]
     point = random_ticket_point(COMP["sparsities"], cl["random_ticket_min_sparsity"], cl["random_ticket_max_sparsity"])
     if point is not None:
