@@ -539,6 +539,12 @@ class Schedules:
             return
         self.tasks[key] = (task, spe, total)
 
+    def rewind_points(self, cfg: dict, section: str) -> None:
+        """Every rewind point of a family that pretrains to ``<section>.pretrain_steps`` (core.smk's pretrain)
+        inside the schedule of the main task."""
+        for i, t in enumerate(cfg[section]["pretrain_steps"]):
+            self.beyond(f"{section}.pretrain_steps[{i}]", t, "rewind point")
+
     def beyond(self, key: str, step: int, what: str, task_keys: Iterable[str] = ("data",)) -> None:
         """A problem when ``step`` (config key ``key``, a ``what``) is at or past the end of the schedule on any
         of the data sets ``task_keys``."""

@@ -38,5 +38,4 @@ def problems(cfg: dict) -> list[str]:
 
 def schedule_problems(cfg: dict, schedules) -> None:
     """Every rewind point inside the training schedule of the main task."""
-    for i, t in enumerate(cfg["composability"]["pretrain_steps"]):
-        schedules.beyond(f"composability.pretrain_steps[{i}]", t, "rewind point")
+    schedules.rewind_points(cfg, "composability")
