@@ -683,19 +683,6 @@ def validate_workflow(config: Mapping, configfiles: Iterable = (), overrides: Ma
         raise
 
 
-def or_exit(check, *args):
-    """``check(*args)``, for the Snakefile: a bad config ends the run with lotto's message (it names the file or
-    key) and exit status 1, not a traceback. Here, not in the Snakefile: `snakemake --lint` wants no functions
-    beside rules."""
-    import sys
-
-    try:
-        return check(*args)
-    except ConfigError as exc:
-        sys.stderr.write(f"lotto: {exc}\n")
-        sys.exit(1)
-
-
 def load(path_or_json: str | Path, partial: bool = False) -> dict:
     """Load a config from a YAML/JSON file, or from an inline JSON object string, and validate it."""
     text = str(path_or_json)
@@ -716,7 +703,8 @@ def section_json(cfg: dict, *sections: str) -> str:
 
 def or_exit(check, *args):
     """For the Snakefile: run ``check(*args)``; on a ConfigError print lotto's one-line message (it names the
-    file or the key) and exit 1 before any job, without a traceback."""
+    file or the key) and exit 1 before any job, without a traceback. Here, not in the Snakefile: `snakemake
+    --lint` wants no functions beside rules."""
     import sys
 
     try:
