@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lotto import config as configmod
 from lotto.families import FAMILIES
@@ -150,6 +151,7 @@ def test_snakefile_parse_imports_no_torch():
     code = (
         "import sys, runpy\n"
         "import lotto.config, lotto.paths, lotto.families, lotto.composability, lotto.zoo, lotto.imp\n"
+        "import lotto.datasets, lotto.architectures, lotto.pruning, lotto.zoo.iterative  # the catalogs\n"
         "[f.figures() for f in lotto.families.FAMILIES.values()]\n"
         "lotto.config.load_schema()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
@@ -171,16 +173,43 @@ def test_every_family_has_its_parts():
 
 
 def test_registries_are_what_the_schema_offers():
-    from lotto import models, pruning
+    from lotto import architectures, pruning
     from lotto.datasets import CATALOG
     from lotto.zoo import iterative
 
     props = configmod.load_schema()["properties"]
-    assert props["model"]["properties"]["name"]["enum"] == list(models.MODELS)
+    assert props["model"]["properties"]["name"]["enum"] == list(architectures.CATALOG)
     assert props["data"]["properties"]["dataset"]["enum"] == list(CATALOG)
     zoo = props["zoo"]["properties"]
-    assert zoo["methods"]["items"]["enum"] == list(pruning.METHODS)
+    assert zoo["tasks"]["items"]["properties"]["dataset"]["enum"] == list(CATALOG)
+    assert zoo["methods"]["items"]["enum"] == list(pruning.METHODS) == zoo["methods"]["default"]
+    assert zoo["transfer"]["properties"]["method"]["enum"] == list(pruning.METHODS)
     assert zoo["handlings"]["items"]["enum"] == list(iterative.HANDLINGS)
+    assert zoo["transfer"]["properties"]["handling"]["enum"] == list(iterative.HANDLINGS)
+    assert zoo["ensemble_handling"]["enum"] == [None, *iterative.HANDLINGS]
+
+
+def test_no_enum_of_catalog_names_is_typed_into_the_schema():
+    """Every list of models, data sets, methods or handlings comes from its catalog (x-registry): a typed copy
+    would go stale when an entry is added."""
+    from lotto import architectures, datasets, pruning
+    from lotto.zoo import iterative
+
+    catalogs = [set(architectures.CATALOG), set(datasets.CATALOG), set(pruning.METHODS), set(iterative.HANDLINGS)]
+    raw = yaml.safe_load(configmod.SCHEMA_PATH.read_text())
+
+    def typed_enums(node, path=()):
+        if isinstance(node, dict):
+            if "enum" in node:
+                yield path, set(node["enum"]) - {None}
+            for k, v in node.items():
+                yield from typed_enums(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from typed_enums(v, (*path, i))
+
+    for path, values in typed_enums(raw):
+        assert not any(values & names for names in catalogs), f"{'.'.join(map(str, path))} types catalog names"
 
 
 def test_every_cli_option_has_help():
