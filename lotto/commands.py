@@ -33,11 +33,11 @@ def cmd_validate(args) -> None:
 
 
 def cmd_stage_data(args) -> None:
-    from lotto import data
+    from lotto import staging
 
     cfg = configmod.load(args.config, partial=True)
     log(f"staging {cfg['data']['dataset']} from {cfg['data']['source']} -> {args.out}")
-    data.stage(cfg["data"], args.out)
+    staging.stage(cfg["data"], args.out)
     log("done")
 
 

@@ -44,8 +44,8 @@ OFF = ("", "0", "off", "no", "false", "none")
 #: what a job would import anyway; torch is the point, the rest saves the child a few hundred milliseconds
 #  (every family's cli module is added from the registry)
 PRELOAD = ("numpy", "yaml", "safetensors.numpy", "torch", "lotto.commands", "lotto.runner", "lotto.train",
-           "lotto.models", "lotto.data", "lotto.io", "lotto.masks", "lotto.pruning", "lotto.figures",
-           "lotto.claims")
+           "lotto.models", "lotto.data", "lotto.staging", "lotto.io", "lotto.masks", "lotto.pruning",
+           "lotto.figures", "lotto.claims")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")
 

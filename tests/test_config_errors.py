@@ -320,15 +320,16 @@ def test_catalog_covers_exactly_the_schema_datasets():
 
 
 def test_config_and_data_share_the_catalog():
-    from lotto import data
+    from lotto import staging
 
-    assert data.NUM_CLASSES is datasets.NUM_CLASSES
+    assert staging.NUM_CLASSES is datasets.NUM_CLASSES
     assert "_ZOO_CLASSES" not in vars(C)
 
 
 @pytest.mark.parametrize("fraction", [0.1, 1 / 3])
 def test_validation_carving_matches_staging(tmp_path, fraction):
-    from lotto.data import DeviceData, stage
+    from lotto.data import DeviceData
+    from lotto.staging import stage
 
     stage({"dataset": "mnist_embedded", "source": "embedded", "validation_fraction": fraction}, tmp_path / "d.npz")
     d = DeviceData.load(tmp_path / "d.npz")

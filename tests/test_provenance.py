@@ -169,7 +169,7 @@ def test_masks_of_one_run_are_byte_identical_and_carry_provenance(tmp_path):
 
 def test_training_writes_provenance_into_checkpoint_and_metrics(tmp_path):
     from lotto import config, io, runner
-    from lotto.data import stage
+    from lotto.staging import stage
 
     cfg = config.validate({"model": {"name": "lenet"}, "training": {"batch_size": 32, "epochs": 1, "augment": False,
                                                                     "log_every": 100}}, partial=True)

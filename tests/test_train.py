@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lotto import curves, models, pruning, train
-from lotto.data import DeviceData, stage
+from lotto.data import DeviceData
+from lotto.staging import stage
 from lotto.masks import Mask
 
 TRAIN_CFG = dict(
@@ -219,7 +220,8 @@ def test_training_imports_neither_dynamo_nor_torchvision(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from lotto import models, train
-        from lotto.data import DeviceData, stage
+        from lotto.data import DeviceData
+        from lotto.staging import stage
         stage({{"dataset": "mnist_embedded", "source": "embedded", "train_size": 128, "test_size": 64}},
               {str(tmp_path / "d.npz")!r})
         d = DeviceData.load({str(tmp_path / "d.npz")!r}, "cpu", augment=True)
