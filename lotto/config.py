@@ -582,6 +582,7 @@ def _model_input_problems(cfg: dict, tasks: list[_Task]) -> list[str]:
     from lotto.architectures import CATALOG as MODELS, takes
 
     name, data = cfg["model"]["name"], cfg["data"]
+    arch = MODELS[name]
     size, channels = data.get("image_size"), data.get("channels")
     problems = []
     for task in tasks:
@@ -589,7 +590,6 @@ def _model_input_problems(cfg: dict, tasks: list[_Task]) -> list[str]:
             continue
         s = size or task.native[0]
         c = channels or (task.native[1] if task.native else None)  # None: a local file's, unknown until staged
-        arch = MODELS[name]
         problem = arch.input_problem(s, c)
         if problem is None:
             continue
