@@ -4,7 +4,9 @@ No torch here: the Snakefile validates the config with this module at parse time
 so every mistake that is knowable from the config alone is refused before any job runs: wrong types and
 unknown keys (the JSON schema), NaN/infinity, rewind points past the end of the schedule, milestones past
 ``training.epochs``, schedules of 0 steps, train/test/batch sizes larger than the data set (from the
-catalog ``lotto.datasets``), a local ``data.path`` that does not exist, duplicate keys in a config file.
+catalog ``lotto.datasets``), a model the images are too small for or whose input channels they lack (from the
+catalog ``lotto.architectures``), a local ``data.path`` that does not exist, duplicate keys in a config file.
+The schema's lists of data sets, models, pruning methods and handlings are filled from their catalogs.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
 
-def _registry_names(name: str) -> list[str]:
-    """Names in one of lotto's registries (each importable without torch)."""
-    if name == "pruning_methods":
-        from lotto.pruning import method_names
-
-        return method_names()
-    raise KeyError(f"the schema names an unknown registry {name!r}")
+def _registry_names(ref: str) -> list[str]:
+    """The names in the catalog ``ref``, ``"module:attribute"``: a mapping of name -> entry in a lotto module
+    (``lotto.datasets:CATALOG``, ``lotto.pruning:METHODS``, ...). Every catalog imports without torch: the
+    Snakefile validates its config with them at parse time."""
+    module, _, attribute = str(ref).partition(":")
+    if module.split(".")[0] != "lotto" or not attribute:
+        raise KeyError(f"the schema names {ref!r} as a registry; expected 'lotto.<module>:<attribute>'")
+    return list(getattr(importlib.import_module(module), attribute))
 
 
 def _registry_properties(name: str) -> dict:
@@ -69,15 +72,16 @@ RETIRED_CLAIMS_KEYS = {
 
 
 def _resolve_registries(node) -> None:
-    """Fill ``x-registry: R`` (-> enum), ``x-default-registry: R`` (-> default: every name) and
-    ``x-registry-properties: R`` (-> properties, with their defaults) from the code's registries, so that
-    adding e.g. a pruning method or a claim needs no schema edit."""
+    """Fill ``x-registry: R`` (-> enum, after the values an ``enum`` beside it lists, e.g. null),
+    ``x-default-registry: R`` (-> default: every name) and ``x-registry-properties: R`` (-> properties, with their
+    defaults) from the code's catalogs, so that adding e.g. a model, a pruning method or a claim needs no schema
+    edit."""
     if isinstance(node, dict):
         if "x-registry-properties" in node:
             node["properties"] = _registry_properties(node.pop("x-registry-properties"))
             node["additionalProperties"] = False
         if "x-registry" in node:
-            node["enum"] = _registry_names(node.pop("x-registry"))
+            node["enum"] = list(node.get("enum", [])) + _registry_names(node.pop("x-registry"))
         if "x-default-registry" in node:
             node["default"] = _registry_names(node.pop("x-default-registry"))
         for value in node.values():
@@ -477,6 +481,8 @@ class _Task:
         # The full split's size: the catalog's, except for a local .npz (or train.npz/test.npz directory),
         # which may hold any number of images: unknown before staging, so nothing is said about it.
         arbitrary = source == "local" and (not exists or Path(path).is_file() or (Path(path) / "train.npz").exists())
+        # what its images are like before conversion: the catalog's, except for such a file (any shape)
+        self.dataset, self.native = dataset, None if arbitrary else (info.image_size, info.channels)
         full_train = None if arbitrary else info.train
         full_test = None if arbitrary else info.test
         n_val = validation_count(full_train, vfrac) if full_train is not None else 0
@@ -504,6 +510,41 @@ class _Task:
                 f"valid: 1..{avail_test} or null (all)")
 
 
+def _model_input_problems(cfg: dict, tasks: list[_Task]) -> list[str]:
+    """The configured model against the images of every task, as staged (data.image_size and data.channels
+    convert every task alike): refused here rather than in the first job that builds the network. A local file
+    of unknown image shape is checked once staged (``lotto init`` builds the network on its images)."""
+    from lotto.architectures import CATALOG as MODELS, takes
+
+    name, data = cfg["model"]["name"], cfg["data"]
+    arch = MODELS[name]
+    size, channels = data.get("image_size"), data.get("channels")
+    problems = []
+    for task in tasks:
+        if task.native is None and size is None:
+            continue
+        s = size or task.native[0]
+        c = channels or (task.native[1] if task.native else None)  # None: a local file's, unknown until staged
+        problem = arch.input_problem(s, c)
+        if problem is None:
+            continue
+        own = f"{task.dataset}'s own"
+        if s < arch.min_image_size:
+            key = "data.image_size" if size else "model.name"
+            given = f"are {s}x{s} pixels ({'data.image_size' if size else own + ' size; data.image_size is not set'})"
+            fix = f"data.image_size >= {arch.min_image_size} (images are resized when staged)"
+        else:
+            key = "data.channels" if channels else "model.name"
+            given = f"have {c} channel(s) ({'data.channels' if channels else own + '; data.channels is not set'})"
+            fix = f"data.channels: {' or '.join(map(str, arch.channels))} (images are converted when staged)"
+        others = [n for n in takes(s, c) if n != name]
+        line = (f"config key '{key}': {problem}, but the images of {task.label} {given}; valid: {fix}"
+                + (f", or a model that takes them: {', '.join(others)}" if others else ""))
+        if line not in problems:
+            problems.append(line)
+    return problems
+
+
 class Schedules:
     """The training schedule on each data set a whole config trains on, for checks that a step (a rewind point,
     a finetuning start) lies inside it. The main task (``data``) is there from the start; a family that trains
@@ -516,12 +557,14 @@ class Schedules:
         self.vfrac = float(cfg["data"].get("validation_fraction") or 0.0)
         self.check_paths = check_paths
         self.problems: list[str] = []
+        self.all: list[_Task] = []  # every data set, in the order added
         self.tasks: dict[str, tuple[_Task, int, int] | None] = {}  # key -> (task, steps per epoch, total) or None
         self.add_task("the main task", "data", cfg["data"])
 
     def add_task(self, label: str, key: str, spec: dict) -> None:
         """A data set trained with the config's schedule: its sizes are checked, its schedule computed."""
         task = _Task(label, key, spec, self.vfrac, self.check_paths)
+        self.all.append(task)
         self.problems += task.problems
         self.tasks[key] = None
         bs, epochs = self.batch_size, self.epochs
@@ -577,7 +620,7 @@ def _whole_config_problems(cfg: dict, explicit: dict, check_paths: bool) -> list
     for name, family in FAMILIES.items():  # each family checks its steps against the schedule it trains on
         if name in cfg:
             family.check_schedules(cfg, schedules)
-    return problems + schedules.problems
+    return problems + _model_input_problems(cfg, schedules.all) + schedules.problems
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -613,28 +656,20 @@ def validate_workflow(config: Mapping, configfiles: Iterable = (), overrides: Ma
     ``overrides``: the ``--config`` values (``workflow.config_settings.config``), already merged into
     ``config``; named in the error so that the user sees where a bad value came from.
     """
+    configfiles = list(configfiles)
     for f in configfiles:
         read_config_file(f)
     try:
         return validate(fold_dotted_keys(config))
     except ConfigError as exc:
+        # where the bad value came from: the file(s), and the --config values merged over them
+        origin = [f"config file{'s' if len(configfiles) > 1 else ''} {', '.join(_display(f) for f in configfiles)}"] \
+            if configfiles else []
         if overrides:
-            given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-            raise ConfigError(f"{exc}\n  (values given with --config: {given})") from None
+            origin.append("values given with --config: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
+        if origin:
+            raise ConfigError(f"{exc}\n  ({'; '.join(origin)})") from None
         raise
-
-
-def or_exit(check, *args):
-    """``check(*args)``, for the Snakefile: a bad config ends the run with lotto's message (it names the file or
-    key) and exit status 1, not a traceback. Here, not in the Snakefile: `snakemake --lint` wants no functions
-    beside rules."""
-    import sys
-
-    try:
-        return check(*args)
-    except ConfigError as exc:
-        sys.stderr.write(f"lotto: {exc}\n")
-        sys.exit(1)
 
 
 def load(path_or_json: str | Path, partial: bool = False) -> dict:
@@ -657,7 +692,8 @@ def section_json(cfg: dict, *sections: str) -> str:
 
 def or_exit(check, *args):
     """For the Snakefile: run ``check(*args)``; on a ConfigError print lotto's one-line message (it names the
-    file or the key) and exit 1 before any job, without a traceback."""
+    file or the key) and exit 1 before any job, without a traceback. Here, not in the Snakefile: `snakemake
+    --lint` wants no functions beside rules."""
     import sys
 
     try:

@@ -10,9 +10,15 @@ child's exit status. Every job stays one Snakemake job with its own files and lo
 same code as a fresh process, so the artifacts are the same bytes (tested).
 
 It is an optimisation only, never a dependency: a client that finds no server, a server that refuses (another
-interpreter or another lotto checkout, e.g. under ``--use-conda``) or ``LOTTO_FORKSERVER=off`` means the command
-runs in its own process as before. Cluster jobs never use it (the Snakefile starts it for local execution
-only). The server never touches CUDA (a forked CUDA context is unusable); children initialise it themselves.
+interpreter or another lotto checkout, e.g. under ``--use-conda``, or a source tree changed since the server
+started) or ``LOTTO_FORKSERVER=off`` means the command runs in its own process as before. Cluster jobs never use
+it (the Snakefile starts it for local execution only). The server never touches CUDA (a forked CUDA context is
+unusable); children initialise it themselves.
+
+Provenance: the server stamps it (git state, versions) once, before it imports lotto, and its children inherit
+the stamp, so a record names the code the server imported; a request after the source tree changed is refused
+(lotto/provenance.py). Its own entry point is ``python -m lotto.forkserver``; children run the command table
+(lotto.commands), never the ``lotto`` entry point (lotto.cli), which is this module's client.
 
 The server is single-threaded on purpose: forking a process whose other threads may hold locks is unsafe.
 """
@@ -37,9 +43,9 @@ ENV = "LOTTO_FORKSERVER"
 OFF = ("", "0", "off", "no", "false", "none")
 #: what a job would import anyway; torch is the point, the rest saves the child a few hundred milliseconds
 #  (every family's cli module is added from the registry)
-PRELOAD = ("numpy", "yaml", "safetensors.numpy", "torch", "lotto.cli", "lotto.runner", "lotto.train",
-           "lotto.models", "lotto.data", "lotto.io", "lotto.masks", "lotto.pruning", "lotto.figures",
-           "lotto.claims")
+PRELOAD = ("numpy", "yaml", "safetensors.numpy", "torch", "lotto.commands", "lotto.runner", "lotto.train",
+           "lotto.models", "lotto.data", "lotto.staging", "lotto.io", "lotto.masks", "lotto.pruning",
+           "lotto.figures", "lotto.claims")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")
 
@@ -145,10 +151,10 @@ def _run_child(request: dict, fds: list[int]) -> int:
     os.environ.update(request["env"])
     os.umask(int(request["umask"]))
     sys.argv = ["lotto", *request["argv"]]
-    from lotto.cli import main
+    from lotto.commands import run  # the command table; never lotto.cli, the entry point that is our client
 
     try:
-        return int(main(request["argv"]) or 0)
+        return int(run(request["argv"]) or 0)
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
@@ -176,10 +182,20 @@ class _Server:
             header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
             request = json.loads(_recv_exactly(conn, _HEADER.unpack(header)[0]))
             conn.settimeout(None)
+            from lotto import provenance  # imported by serve(): a lookup (the client never needs it)
+
             mismatch = [k for k in self.identity if request.get(k) != self.identity[k]]
-            if mismatch or len(fds) != 3:
-                why = ",".join(mismatch) or "fds"
-                self.log(f"refused (different {why}): {request.get('argv')}")
+            changed = [] if mismatch else provenance.changed_files()
+            if mismatch or changed or len(fds) != 3:
+                # A changed source tree: our children would run the code imported at our start under the
+                # provenance stamped then, or import changed modules that no record names. Refused, the job's
+                # process runs the command itself: it imports the tree as it is now and stamps that, so its
+                # records name the code that ran and the run goes on (failing it would lose nothing but time,
+                # yet stop a long run for an edit). Checked per request: cheap (file status, hashes on change).
+                why = (f"different {','.join(mismatch)}" if mismatch else
+                       f"source changed since the server started: {', '.join(changed[:3])}"
+                       f"{' ...' if len(changed) > 3 else ''}" if changed else "fds")
+                self.log(f"refused ({why}): {request.get('argv')}")
                 conn.sendall(f"refused {why}\n".encode())
                 conn.close()
                 return
@@ -271,6 +287,12 @@ def serve(path: str, parent: int | None = None, idle_timeout: float = 3600.0) ->
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)  # Handle.stop(): leave through `finally`, which removes the socket
+    # provenance once, before importing any of the code it names; children inherit it (lotto/provenance.py)
+    from lotto import provenance
+
+    record = provenance.stamp()
+    log(f"provenance: lotto {record['lotto']}, commit {record['git_commit']}"
+        f"{' (dirty)' if record['git_dirty'] else ''}, torch {record['torch']}")
     _preload(log)
     server = _Server(path, log)  # only after the preload: until then clients find no socket and run on their own
     log(f"listening on {path}")

@@ -11,11 +11,9 @@ Public API
 ``prunable_names(model) -> list[str]``
     State-dict names of every conv and linear *weight*, in model order.
     Biases and BatchNorm parameters/buffers are never prunable.
-``MODELS`` / ``model_names()``
-    Registry of valid ``model.name`` values.
-``MIN_IMAGE_SIZE``
-    Smallest square input each architecture accepts; ``build_model`` raises
-    ``ValueError`` below it.
+The catalog of architectures (names, smallest inputs, builders) is the torch-free
+``lotto.architectures.CATALOG``: the config schema and its checks read it without
+importing this module; the builders below are its entries' (``build_<name>``).
 
 Initialisation (as OpenLTH): every ``nn.Conv2d``/``nn.Linear`` weight is drawn
 with ``nn.init.kaiming_normal_`` (default arguments: fan_in, gain sqrt(2)),
@@ -45,17 +43,16 @@ Architectures
 from __future__ import annotations
 
 import functools
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lotto.architectures import CATALOG, model_names
+
 __all__ = [
-    "MODELS",
-    "MIN_IMAGE_SIZE",
     "build_model",
-    "model_names",
     "prunable_names",
     "state_shapes",
 ]
@@ -119,7 +116,7 @@ class CifarResNet(nn.Module):
         return self.fc(out)
 
 
-def _build_resnet20(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+def build_resnet20(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return CifarResNet(in_channels, num_classes, depth=20, width=16)
 
 
@@ -133,7 +130,7 @@ class LeNet(nn.Module):
         side = _lenet_side(image_size)
         if side < 1:
             raise ValueError(
-                f"lenet needs image_size >= {MIN_IMAGE_SIZE['lenet']}, got {image_size}"
+                f"lenet needs image_size >= {CATALOG['lenet'].min_image_size}, got {image_size}"
             )
         self.conv1 = nn.Conv2d(in_channels, 6, 3)
         self.conv2 = nn.Conv2d(6, 16, 3)
@@ -156,7 +153,7 @@ def _lenet_side(image_size: int) -> int:
     return side
 
 
-def _build_lenet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+def build_lenet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     return LeNet(in_channels, num_classes, image_size)
 
 
@@ -176,7 +173,7 @@ def _replace_conv_in(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
-def _build_alexnet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+def build_alexnet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     from torchvision.models import alexnet
 
     model = alexnet(weights=None, num_classes=num_classes)
@@ -184,7 +181,7 @@ def _build_alexnet(in_channels: int, num_classes: int, image_size: int) -> nn.Mo
     return model
 
 
-def _build_vgg11(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+def build_vgg11(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     from torchvision.models import vgg11
 
     model = vgg11(weights=None, num_classes=num_classes)
@@ -198,42 +195,12 @@ def _build_vgg11(in_channels: int, num_classes: int, image_size: int) -> nn.Modu
     return model
 
 
-def _build_resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+def build_resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     from torchvision.models import resnet18
 
     model = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = _replace_conv_in(model.conv1, in_channels)
     return model
-
-
-# --------------------------------------------------------------------------- registry
-Builder = Callable[[int, int, int], nn.Module]
-
-#: name -> builder(in_channels, num_classes, image_size) returning an *uninitialised*
-#: module structure; use :func:`build_model` to get an initialised model.
-MODELS: Mapping[str, Builder] = {
-    "resnet20": _build_resnet20,
-    "lenet": _build_lenet,
-    "alexnet": _build_alexnet,
-    "vgg11": _build_vgg11,
-    "resnet18": _build_resnet18,
-}
-
-#: Smallest square input (pixels per side) each architecture accepts.
-#: alexnet: conv11/4 -> pool3/2 -> conv5 -> pool3/2 -> convs -> pool3/2 needs >= 63.
-#: lenet: two (conv3, pool2) stages need >= 10.
-MIN_IMAGE_SIZE: Mapping[str, int] = {
-    "resnet20": 1,
-    "lenet": 10,
-    "alexnet": 63,
-    "vgg11": 1,
-    "resnet18": 1,
-}
-
-
-def model_names() -> list[str]:
-    """Valid values of ``model.name``."""
-    return sorted(MODELS)
 
 
 # --------------------------------------------------------------------------- build
@@ -244,17 +211,16 @@ def _positive_int(value, what: str) -> int:
 
 
 def _check_shape_args(name, in_channels, num_classes, image_size) -> None:
-    if name not in MODELS:
+    if name not in CATALOG:
         raise ValueError(
             f"model.name: unknown model {name!r}; valid names: {', '.join(model_names())}"
         )
     _positive_int(in_channels, "in_channels")
     _positive_int(num_classes, "num_classes")
     _positive_int(image_size, "image_size")
-    if image_size < MIN_IMAGE_SIZE[name]:
-        raise ValueError(
-            f"model {name!r} needs image_size >= {MIN_IMAGE_SIZE[name]}, got {image_size}"
-        )
+    problem = CATALOG[name].input_problem(image_size, in_channels)
+    if problem:
+        raise ValueError(f"model {name!r}: {problem}, got {in_channels}x{image_size}x{image_size}")
 
 
 def _check_forward(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
@@ -321,7 +287,7 @@ def build_model(
     # Materialised with torch.empty, not Module.to_empty: its empty_like on meta tensors imports
     # sympy (~0.4 s of CPU in every training job, which rebuilds its model from a checkpoint).
     with torch.device("meta"):
-        model = MODELS[name](in_channels, num_classes, image_size)
+        model = CATALOG[name].load_builder()(in_channels, num_classes, image_size)
     model = model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cpu"))
 
     with torch.random.fork_rng(devices=[]):
@@ -335,7 +301,7 @@ def build_model(
 @functools.lru_cache(maxsize=32)
 def _state_shapes(name: str, in_channels: int, num_classes: int, image_size: int) -> tuple:
     with torch.device("meta"):  # the structure only: no memory, no initialisation
-        model = MODELS[name](in_channels, num_classes, image_size)
+        model = CATALOG[name].load_builder()(in_channels, num_classes, image_size)
     return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
 
 

@@ -11,9 +11,9 @@ Two layers:
   ``round(amount * alive)`` (Python's rounding, as torch). Already-pruned weights stay pruned. Ties in the
   scores are broken by position (earlier pruned first).
 
-Adding a method = one function decorated with ``@register_method(name)`` here (the config schema's list of
-methods is filled from the registry). It receives the weights and the current per-layer keep arrays (torch
-tensors) and returns the new keep arrays.
+Adding a method = one function decorated with ``@register_method(name)`` here (the config schema's lists of
+methods are filled from the registry, ``x-registry: "lotto.pruning:METHODS"``: this module imports no torch).
+It receives the weights and the current per-layer keep arrays (torch tensors) and returns the new keep arrays.
 
 Not built on ``torch.nn.utils.prune`` (that only serves the tests as a reference). torch is imported inside the
 methods, never at module level.
@@ -242,10 +242,6 @@ def register_method(name: str, *, random: bool = False):
         return fn
 
     return deco
-
-
-def method_names() -> list[str]:
-    return list(METHODS)
 
 
 def _drop_smallest(scores, alive, amount: float):

@@ -5,8 +5,15 @@ pretraining to t and then training siblings from t to the end reproduce one unin
 The data a step sees is a pure function of (step, data seed, augmentation seed) (see ``lotto.data``),
 which makes a run resumable from any saved step with bit-identical results.
 
-Pruned weights are held at exactly zero: their gradients are masked before every optimizer step (so
-momentum and weight decay never move them) and the weights are masked again after it.
+:func:`train` is the loop over steps; the rest are small parts it calls, each tested on its own:
+
+* :class:`Stepper`: one optimisation step (forward, loss, backward, SGD update) with the model set up for it.
+  Pruned weights are held at exactly zero: their gradients are masked before every optimizer step (so
+  momentum and weight decay never move them) and the weights are masked again after it;
+* :class:`Progress`: the log lines, the training curve and the run's statistics;
+* :class:`Resume`: the resumable state, restored at the start, saved periodically and on SIGTERM
+  (:class:`SigtermFlag`, :class:`Interrupted`);
+* :class:`Divergence`: a non-finite loss stops the run, exploding weights are logged.
 """
 
 from __future__ import annotations
@@ -291,17 +298,17 @@ def _stale_temps(path: Path) -> list[Path]:
     return list(path.parent.glob(f".{path.name}.*.tmp.pt")) if path.parent.is_dir() else []
 
 
-def _save_resume(path: Path, model, optimizer, step: int, fp: str, stats: dict, device: torch.device,
-                 scaler=None) -> None:
+def _save_resume(path: Path, fp: str, step: int, parts: dict, stats: dict, device: torch.device) -> None:
+    """``parts``: the model, optimizer and scaler states (:meth:`Stepper.state`)."""
     state = {
         "fingerprint": fp,
         "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": parts["model"],
+        "optimizer": parts["optimizer"],
         "rng": _rng_state(device),
         "stats": json.dumps(stats),
         # fp16's loss scale evolves with the run: a fresh scaler would skip or scale steps differently
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": parts["scaler"],
     }
     with atomic_write(path, suffix=".pt") as tmp:
         with open(tmp, "wb") as fh:
@@ -338,7 +345,7 @@ class Interrupted(Exception):
         self.step = step
 
 
-class _SigtermFlag:
+class SigtermFlag:
     """Record SIGTERM instead of dying, for the duration of a run that can save its state.
 
     Slurm sends SIGTERM at a time limit or preemption and SIGKILL only KillWait seconds (30 by default)
@@ -365,6 +372,218 @@ class _SigtermFlag:
         return False
 
 
+# --- the parts of a run: train() is the loop over steps that calls them --------------------------------------
+
+
+class Stepper:
+    """One optimisation step, and what it needs: the model on the device (in its memory format), the forward
+    (compiled or not), the optimizer, fp16's loss scaler and the mask's tensors. Pruned weights are held at
+    exactly zero: their gradients are masked before the update (momentum and weight decay never move them) and
+    the weights masked again after it."""
+
+    def __init__(self, model: torch.nn.Module, schedule: Schedule, start: int, mask=None,
+                 device: torch.device | str = "cpu", channels_last: bool = False, compile: bool = False,
+                 precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.amp_dtype = autocast_dtype(precision, self.device)
+        self.model, self.channels_last = model, channels_last
+        model.to(self.device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        # the compiled module shares ``model``'s parameters and buffers: optimizer, masks, resume and the
+        # returned model all see the same tensors; only the forward/backward kernels are generated
+        self.forward = torch.compile(model, dynamic=False) if compile else model
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self.masks = _mask_tensors(mask, self.device)
+        apply_mask(model, self.masks)
+        self._params = dict(model.named_parameters())
+        self.optimizer = SGD(model.parameters(), lr=schedule.lr_at(start), momentum=schedule.momentum,
+                             weight_decay=schedule.weight_decay, nesterov=schedule.nesterov)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on the batch (x, y) at learning rate ``lr``; (the loss, the logits) of the forward pass."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = self.forward(x)
+            loss = F.cross_entropy(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if self.masks:
+            with torch.no_grad():
+                for name, m in self.masks.items():
+                    g = self._params[name].grad
+                    if g is not None:
+                        g.mul_(m)
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed (masked gradients stay zero either way)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        if self.masks:
+            apply_mask(self.model, self.masks)
+        return loss, out
+
+    def state(self) -> dict:
+        """What a resumable state holds of the step: model, optimizer and loss-scaler states."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def finish(self) -> None:
+        """The model back in the default memory format, as it is saved."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
+
+
+class Progress:
+    """The run's log lines, its training curve (a row per ``log_every`` steps and one for the last step) and its
+    statistics (the last epoch's batch losses, images per second).
+
+    The rows, the partly filled logging interval ("window": loss sum, correct and examples, so that an interval
+    cut by a resume averages the same batches as uninterrupted) and the training time of earlier attempts travel
+    in the resumable state (:meth:`state`), so a resumed run returns the rows of an uninterrupted one, timing
+    columns apart.
+    """
+
+    def __init__(self, schedule: Schedule, start: int, end: int, log: Callable[[str], None], log_every: int):
+        self.schedule, self.end, self.log, self.every = schedule, end, log, log_every
+        self.last_epoch_start = max(start, end - schedule.steps_per_epoch)
+        self.losses: list[float] = []  # the batch losses of the last epoch
+        self.curve: list[dict] = []
+        self.window = [0.0, 0, 0]
+        self.earlier_s = 0.0  # training time of earlier attempts
+        self.begin(start)
+
+    def state(self) -> dict:
+        return {"last_epoch_losses": self.losses, "curve": self.curve, "window": list(self.window),
+                "elapsed_s": self.earlier_s + time.perf_counter() - self.t0}
+
+    def load_state(self, stats: dict) -> None:
+        self.losses = stats.get("last_epoch_losses", [])
+        self.curve = stats.get("curve", [])
+        self.window = list(stats.get("window", [0.0, 0, 0]))
+        self.earlier_s = float(stats.get("elapsed_s", 0.0))
+
+    def begin(self, step: int) -> None:
+        """Training (re)starts at ``step`` now: the clock of this attempt."""
+        self.t0 = self.window_t = time.perf_counter()
+        self.first_step, self.window_timed, self.images = step, 0, 0  # images/s counts only this attempt's
+
+    def add(self, step: int, loss: float, out: torch.Tensor, y: torch.Tensor) -> dict | None:
+        """Account for the step just trained (``step`` is its number, counting from 1); the curve row when one
+        is due (it is logged), else None."""
+        if step > self.last_epoch_start:
+            self.losses.append(loss)
+        n = y.numel()
+        self.window[0] += loss * n
+        self.window[1] += int((out.detach().argmax(1) == y).sum())
+        self.window[2] += n
+        self.window_timed += n
+        self.images += n
+        if step % self.every and step != self.end:
+            return None
+        now = time.perf_counter()
+        loss_sum, correct, seen = self.window
+        row = {
+            "step": step, "epoch": step / self.schedule.steps_per_epoch, "lr": self.schedule.lr_at(step - 1),
+            "loss": loss_sum / seen, "accuracy": correct / seen,
+            "images_per_s": self.window_timed / max(now - self.window_t, 1e-9),
+            "elapsed_s": self.earlier_s + now - self.t0,
+        }
+        self.curve.append(row)
+        eta = (now - self.t0) / (step - self.first_step) * (self.end - step)
+        self.log(f"step {step}/{self.end} epoch {row['epoch']:.2f} lr {row['lr']:.4g} loss {row['loss']:.4f} "
+                 f"acc {row['accuracy']:.4f} images/s {row['images_per_s']:.1f} "
+                 f"elapsed {format_duration(row['elapsed_s'])} eta {format_duration(eta)}")
+        self.window, self.window_t, self.window_timed = [0.0, 0, 0], now, 0
+        return row
+
+    def summary(self) -> dict:
+        """This attempt's time and speed, the last epoch's mean and sd batch loss, and the curve."""
+        elapsed = time.perf_counter() - self.t0
+        losses = self.losses
+        mean = sum(losses) / len(losses) if losses else float("nan")
+        std = math.sqrt(sum((v - mean) ** 2 for v in losses) / (len(losses) - 1)) if len(losses) > 1 else float("nan")
+        return {
+            "elapsed_s": elapsed,
+            "images_per_s": self.images / elapsed if elapsed > 0 else float("nan"),
+            "last_epoch_train_loss_mean": mean,
+            "last_epoch_train_loss_std": std,
+            "curve": self.curve,
+        }
+
+
+class Divergence:
+    """A run going wrong: a loss that is no longer finite stops it (FloatingPointError naming the step), and
+    weights beyond :data:`WEIGHT_WARN` while the loss is still finite are logged, once per run."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.warned = log, False
+
+    def check_loss(self, loss: float, step: int) -> float:
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at step {step}: lower training.lr?")
+        return loss
+
+    def check_weights(self, model: torch.nn.Module, step: int, loss: float) -> None:
+        if self.warned:
+            return
+        peak = max_abs_weight(model)
+        if not peak <= WEIGHT_WARN:  # NaN too
+            self.warned = True
+            self.log(f"warning: the largest weight magnitude is {peak:.3g} at step {step} (over {WEIGHT_WARN:.0e}) "
+                     f"while the loss is still finite ({loss:.4g}): the training is probably diverging; lower "
+                     "training.lr")
+
+
+class Resume:
+    """The run's resumable state: picked up at its start when it is this run's (``fingerprint``) and inside it,
+    saved every ``every`` steps, and at the step a SIGTERM arrived, after which :class:`Interrupted` is raised.
+    A run without a ``path`` saves nothing and leaves SIGTERM alone."""
+
+    def __init__(self, path: str | Path | None, every: int, fingerprint: str, log: Callable[[str], None]):
+        self.path = Path(path) if path else None
+        self.every, self.fingerprint, self.log = every, fingerprint, log
+
+    @property
+    def active(self) -> bool:
+        return self.path is not None
+
+    def restore(self, stepper: Stepper, progress: Progress, start: int, end: int) -> int:
+        """The step the run goes on from: a saved state's (model, optimizer, generators, progress restored), or
+        ``start``."""
+        if self.path is None or end <= start:
+            return start
+        state = _load_resume(self.path, self.fingerprint, start, end, self.log)
+        if state is None:
+            return start
+        stepper.load_state(state)
+        _set_rng_state(state["rng"], stepper.device)
+        progress.load_state(json.loads(state["stats"]))
+        step = int(state["step"])
+        self.log(f"resumed from step {step} ({self.path})")
+        return step
+
+    def save(self, step: int, stepper: Stepper, progress: Progress) -> None:
+        _save_resume(self.path, self.fingerprint, step, stepper.state(), progress.state(), stepper.device)
+        self.log(f"resume state at step {step} -> {self.path}")
+
+    def after_step(self, step: int, end: int, sigterm: bool, stepper: Stepper, progress: Progress) -> None:
+        """The periodic save, and on SIGTERM the save of this step (unless just written) and Interrupted."""
+        if self.path is not None and step % self.every == 0 and step < end:
+            self.save(step, stepper, progress)
+        if sigterm and step < end:
+            if step % self.every:
+                self.save(step, stepper, progress)
+            raise Interrupted(step, self.path)
+
+
 def train(
     model: torch.nn.Module,
     data,
@@ -387,142 +606,34 @@ def train(
     """Train ``model`` in place from step ``start`` to ``end``; return statistics of the run.
 
     The statistics hold ``curve``: one row (``lotto.curves.COLUMNS``) per ``log_every`` steps and one for the
-    last step. The rows and the partly filled logging interval travel in the resumable state, so a resumed run
-    returns the rows of an uninterrupted one (timing columns apart).
+    last step (:class:`Progress`). With ``resume_path`` the run picks up and saves its state (:class:`Resume`).
     """
-    device = torch.device(device)
     if not 0 <= start <= end <= schedule.total_steps:
         raise ValueError(
             f"steps must satisfy 0 <= start ({start}) <= end ({end}) <= schedule length ({schedule.total_steps})"
         )
-    amp_dtype = autocast_dtype(precision, device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    # the compiled module shares ``model``'s parameters and buffers: optimizer, masks, resume and the
-    # returned model all see the same tensors; only the forward/backward kernels are generated
-    forward = torch.compile(model, dynamic=False) if compile else model
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
-    masks = _mask_tensors(mask, device)
-    apply_mask(model, masks)
-    params = dict(model.named_parameters())
-    optimizer = SGD(
-        model.parameters(),
-        lr=schedule.lr_at(start),
-        momentum=schedule.momentum,
-        weight_decay=schedule.weight_decay,
-        nesterov=schedule.nesterov,
-    )
-    # dropout (torchvision's AlexNet/VGG) draws from the global generator: seed it per run
+    stepper = Stepper(model, schedule, start, mask, device, channels_last, compile, precision)
+    # dropout (torchvision's AlexNet/VGG) draws from the global generator: seed it per run (a resumed run then
+    # restores the generator's state at its step)
     torch.manual_seed(aug_seed ^ 0x5EED)
-    step = start
-    spe = schedule.steps_per_epoch
-    last_epoch_start = max(start, end - spe)
-    # "window": loss sum, correct and examples of the logging interval in progress, so that an interval cut by a
-    # resume averages the same batches as uninterrupted; "elapsed_s": training time of earlier attempts
-    stats = {"last_epoch_losses": [], "curve": [], "window": [0.0, 0, 0], "elapsed_s": 0.0}
-    resume_path = Path(resume_path) if resume_path else None
-    if resume_path is not None and end > start:
-        state = _load_resume(resume_path, run_fingerprint, start, end, log)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            _set_rng_state(state["rng"], device)
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            stats = {"curve": [], "window": [0.0, 0, 0], "elapsed_s": 0.0, **json.loads(state["stats"])}
-            step = int(state["step"])
-            log(f"resumed from step {step} ({resume_path})")
+    progress = Progress(schedule, start, end, log, log_every)
+    resume = Resume(resume_path, checkpoint_every, run_fingerprint, log)
+    step = resume.restore(stepper, progress, start, end)
     model.train()
-    t0 = time.perf_counter()
-    first_step, earlier_s = step, float(stats["elapsed_s"])
-    window_loss, window_correct, window_n = stats["window"]
-    window_t, window_timed = t0, 0  # images/s counts only what this process trained
-    images = 0
-    warned = False  # about exploding weights: once per run
-
-    def save_state():
-        stats["window"] = [window_loss, window_correct, window_n]
-        stats["elapsed_s"] = earlier_s + time.perf_counter() - t0
-        _save_resume(resume_path, model, optimizer, step, run_fingerprint, stats, device, scaler)
-        log(f"resume state at step {step} -> {resume_path}")
-
-    with _SigtermFlag(resume_path is not None) as sigterm:
+    progress.begin(step)
+    divergence = Divergence(log)
+    with SigtermFlag(resume.active) as sigterm:
         while step < end:
-            for g in optimizer.param_groups:
-                g["lr"] = schedule.lr_at(step)
             x, y = data.train_batch(step, schedule.batch_size, data_seed, aug_seed, channels_last=channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = forward(x)
-                loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            (loss if scaler is None else scaler.scale(loss)).backward()
-            if masks:
-                with torch.no_grad():
-                    for name, m in masks.items():
-                        g = params[name].grad
-                        if g is not None:
-                            g.mul_(m)
-            if scaler is None:
-                optimizer.step()
-            else:  # skips the step when the scaled gradients overflowed (masked gradients stay zero either way)
-                scaler.step(optimizer)
-                scaler.update()
-            if masks:
-                apply_mask(model, masks)
+            loss, out = stepper.step(x, y, schedule.lr_at(step))
             step += 1
-            lval = float(loss.detach())
-            if not math.isfinite(lval):
-                raise FloatingPointError(f"training loss became {lval} at step {step}: lower training.lr?")
-            if step > last_epoch_start:
-                stats["last_epoch_losses"].append(lval)
-            window_loss += lval * y.numel()
-            window_correct += int((out.detach().argmax(1) == y).sum())
-            window_n += y.numel()
-            window_timed += y.numel()
-            images += y.numel()
-            if step % log_every == 0 or step == end:
-                now = time.perf_counter()
-                row = {
-                    "step": step, "epoch": step / spe, "lr": schedule.lr_at(step - 1),
-                    "loss": window_loss / window_n, "accuracy": window_correct / window_n,
-                    "images_per_s": window_timed / max(now - window_t, 1e-9), "elapsed_s": earlier_s + now - t0,
-                }
-                stats["curve"].append(row)
-                eta = (now - t0) / (step - first_step) * (end - step)
-                log(
-                    f"step {step}/{end} epoch {row['epoch']:.2f} lr {row['lr']:.4g} loss {row['loss']:.4f} "
-                    f"acc {row['accuracy']:.4f} images/s {row['images_per_s']:.1f} "
-                    f"elapsed {format_duration(row['elapsed_s'])} eta {format_duration(eta)}"
-                )
-                window_loss, window_correct, window_n, window_t, window_timed = 0.0, 0, 0, now, 0
-                peak = max_abs_weight(model) if not warned else 0.0
-                if not peak <= WEIGHT_WARN:  # NaN too
-                    warned = True
-                    log(f"warning: the largest weight magnitude is {peak:.3g} at step {step} (over {WEIGHT_WARN:.0e}) "
-                        f"while the loss is still finite ({lval:.4g}): the training is probably diverging; lower "
-                        "training.lr")
-            if resume_path is not None and step % checkpoint_every == 0 and step < end:
-                save_state()
-            if sigterm.received and step < end:
-                if step % checkpoint_every:  # the periodic save above has not just written this step
-                    save_state()
-                raise Interrupted(step, resume_path)
-    elapsed = time.perf_counter() - t0
-    losses = stats["last_epoch_losses"]
-    mean = sum(losses) / len(losses) if losses else float("nan")
-    std = math.sqrt(sum((v - mean) ** 2 for v in losses) / (len(losses) - 1)) if len(losses) > 1 else float("nan")
-    if channels_last:
-        model.to(memory_format=torch.contiguous_format)
-    return {
-        "max_abs_weight": max_abs_weight(model),  # of the network as saved
-        "steps_trained": end - start,
-        "elapsed_s": elapsed,
-        "images_per_s": images / elapsed if elapsed > 0 else float("nan"),
-        "last_epoch_train_loss_mean": mean,
-        "last_epoch_train_loss_std": std,
-        "curve": stats["curve"],
-    }
+            value = divergence.check_loss(float(loss.detach()), step)
+            if progress.add(step, value, out, y) is not None:
+                divergence.check_weights(model, step, value)
+            resume.after_step(step, end, sigterm.received, stepper, progress)
+    stepper.finish()
+    return {"max_abs_weight": max_abs_weight(model),  # of the network as saved
+            "steps_trained": end - start, **progress.summary()}
 
 
 RESUME_DIR = ".resume"

@@ -71,13 +71,10 @@ def networks_of(cfg: dict) -> list[Network]:
 
 def _same_inputs(net: Network) -> list[Network]:
     """The catalog's other models for ``net``'s inputs and classes (to name the network a foreign mask is of)."""
-    from lotto import models
+    from lotto import architectures
 
-    others = []
-    for name in models.model_names():
-        if name != net.model and net.image_size >= models.MIN_IMAGE_SIZE[name]:  # alexnet needs larger images
-            others.append(Network(name, net.in_channels, net.num_classes, net.image_size))
-    return others
+    return [Network(name, net.in_channels, net.num_classes, net.image_size)
+            for name in architectures.takes(net.image_size, net.in_channels) if name != net.model]
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,10 +82,10 @@ def _shapes(net: Network) -> tuple[dict, tuple]:
     """(state name -> shape, the mask layout: prunable (name, shape) in model order) of ``net``."""
     import torch
 
-    from lotto import models
+    from lotto import architectures, models
 
     with torch.device("meta"):  # the structure only
-        module = models.MODELS[net.model](net.in_channels, net.num_classes, net.image_size)
+        module = architectures.CATALOG[net.model].load_builder()(net.in_channels, net.num_classes, net.image_size)
     state = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     return state, tuple((n, state[n]) for n in models.prunable_names(module))
 

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lotto import cli, io
-from lotto.data import stage
+from lotto.staging import stage
 from lotto.masks import MAGIC, Mask
 
 LOTTO = str(Path(sys.executable).parent / "lotto")

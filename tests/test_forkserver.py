@@ -5,6 +5,7 @@ masks, byte for byte, as a run without it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lotto import forkserver, io
@@ -164,27 +166,84 @@ def test_a_sigkilled_client_takes_its_child_along(server, tmp_path):
     assert not (tmp_path / "kill.safetensors").exists()
 
 
-def test_a_server_of_another_lotto_is_refused_and_the_command_runs_on_its_own(tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(ROOT / "lotto", other / "lotto", ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "PYTHONPATH": str(other)}
+@contextlib.contextmanager
+def _server_of(checkout: Path, path: str, log: Path, cwd: Path):
+    """A fork server (`python -m lotto.forkserver`) of the lotto in ``checkout``, listening on ``path``."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     env.pop(forkserver.ENV, None)
-    path = str(tmp_path / "s")
-    log = tmp_path / "other.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen([sys.executable, "-P", "-m", "lotto.forkserver", path], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT, cwd=tmp_path)
+                                stderr=subprocess.STDOUT, cwd=cwd)
     try:
         deadline = time.monotonic() + 120
         while not os.path.exists(path) and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.05)
-        res = _lotto("--version", cwd=tmp_path, env_extra={forkserver.ENV: path})
-        assert res.returncode == 0 and res.stdout.startswith("lotto "), res.stderr
-        assert "refused (different lotto)" in log.read_text() and not _served(log)
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_server_of_another_lotto_is_refused_and_the_command_runs_on_its_own(tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "lotto", other / "lotto", ignore=shutil.ignore_patterns("__pycache__"))
+    path = str(tmp_path / "s")
+    log = tmp_path / "other.log"
+    with _server_of(other, path, log, tmp_path):
+        res = _lotto("--version", cwd=tmp_path, env_extra={forkserver.ENV: path})
+        assert res.returncode == 0 and res.stdout.startswith("lotto "), res.stderr
+        assert "refused (different lotto)" in log.read_text() and not _served(log)
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_commit_or_edit_during_a_run_never_makes_a_record_name_code_that_did_not_run(tmp_path):
+    """A server started on commit A, then lotto's version string edited and committed (B), then edited again
+    without a commit: the server refuses both later jobs, which run as plain processes, and every mask's record
+    pairs the commit with the code that wrote it (lotto's version is what the code says about itself)."""
+    from lotto.masks import Mask
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "lotto", repo / "lotto", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@example.org")
+    _git(repo, "config", "user.name", "t")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "A")
+    commit_a = _git(repo, "rev-parse", "HEAD")
+    path, log = str(tmp_path / "s"), tmp_path / "server.log"
+    Mask.from_bools({"w": np.arange(40) % 3 == 0}).save(tmp_path / "in.mask")
+    init = repo / "lotto" / "__init__.py"
+    version = re.search(r'__version__ = "(.*)"', init.read_text()).group(1)
+
+    def ticket(name: str) -> dict:
+        res = _lotto("random-ticket", "--mask", "in.mask", "--replicate", "0", "--out", f"{name}.mask", cwd=tmp_path,
+                     env_extra={"PYTHONPATH": str(repo), forkserver.ENV: path})
+        assert res.returncode == 0, res.stderr
+        return Mask.load(tmp_path / f"{name}.mask").meta["provenance"]
+
+    with _server_of(repo, path, log, tmp_path):  # the server and the jobs run the repository's lotto
+        first = ticket("a")
+        assert len(_served(log)) == 1, log.read_text()
+        assert (first["lotto"], first["git_commit"], first["git_dirty"]) == (version, commit_a, False)
+
+        init.write_text(init.read_text().replace(f'"{version}"', f'"{version}+b"'))
+        _git(repo, "commit", "-q", "-am", "B")
+        commit_b = _git(repo, "rev-parse", "HEAD")
+        second = ticket("b")
+        assert (second["lotto"], second["git_commit"], second["git_dirty"]) == (f"{version}+b", commit_b, False)
+        init.write_text(init.read_text().replace(f'"{version}+b"', f'"{version}+c"'))  # not committed
+        third = ticket("c")
+        assert (third["lotto"], third["git_dirty"]) == (f"{version}+c", True)
+
+        text = log.read_text()
+        assert len(_served(log)) == 1 and text.count("refused (source changed since the server started: "
+                                                     "__init__.py)") == 2, text
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ from lotto import config as configmod
 from lotto.imp import connectivity as C
 from lotto import io, models, pruning, train
 from lotto.imp import analysis as imp_plots, pruning as imp
-from lotto.data import DeviceData, stage
+from lotto.data import DeviceData
+from lotto.staging import stage
 from lotto.masks import Mask
 from workflow_helpers import ROOT, figure_layout_problems, job_counts, make_workdir, snakemake
 

@@ -2,13 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lotto.models import (
-    MIN_IMAGE_SIZE,
-    MODELS,
-    build_model,
-    model_names,
-    prunable_names,
-)
+from lotto.architectures import CATALOG, Architecture, model_names, register
+from lotto.models import build_model, prunable_names
 
 
 def build(name, in_channels=3, num_classes=10, image_size=32, seed=0, bn_init="default"):
@@ -28,8 +23,52 @@ def resnet20():
 
 # --------------------------------------------------------------------------- registry
 def test_registry_names():
-    assert model_names() == sorted(["resnet20", "lenet", "alexnet", "vgg11", "resnet18"])
-    assert set(MODELS) == set(model_names()) == set(MIN_IMAGE_SIZE)
+    assert model_names() == sorted(["resnet20", "lenet", "alexnet", "vgg11", "resnet18"]) == sorted(CATALOG)
+
+
+def test_the_catalog_imports_no_torch_and_builders_load_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from lotto.architectures import CATALOG\n"
+            "assert 'torch' not in sys.modules and 'lotto.models' not in sys.modules\n"
+            "assert CATALOG['alexnet'].min_image_size == 63 and CATALOG['lenet'].input_problem(9)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_new_model_is_one_catalog_entry(tmp_path, monkeypatch):
+    """A builder in any importable module plus one Architecture: the config accepts the name, refuses images it
+    cannot take at parse time (the builder still unimported), and build_model builds it."""
+    import sys
+
+    from lotto import config
+
+    (tmp_path / "toynets.py").write_text(
+        "import torch.nn as nn\n"
+        "def build(in_channels, num_classes, image_size):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register(Architecture("toy_linear", "toynets:build", 12, (3,), "one linear layer on RGB images"))
+    try:
+        cfg = {"experiment": "toy", "model": {"name": "toy_linear"},
+               "data": {"dataset": "mnist_embedded", "source": "embedded", "train_size": 256, "test_size": 128},
+               "training": {"epochs": 1, "milestones": [], "batch_size": 64},
+               "composability": {"pretrain_steps": [0], "ks": [2], "sparsities": [0.5]}}
+        with pytest.raises(config.ConfigError) as exc:
+            config.validate(cfg)
+        assert ("config key 'model.name': toy_linear takes images of 3 channels, but the images of the main task "
+                "have 1 channel(s) (mnist_embedded's own; data.channels is not set); valid: data.channels: 3") \
+            in str(exc.value)
+        cfg["data"]["channels"] = 3
+        assert config.validate(cfg)["model"]["name"] == "toy_linear"
+        assert "toynets" not in sys.modules  # parse time knows the model without importing its builder
+        m = build_model({"name": "toy_linear"}, 3, 10, 12, 0)
+        assert prunable_names(m) == ["1.weight"]
+        with pytest.raises(ValueError, match="toy_linear takes images of 3 channels"):
+            build_model({"name": "toy_linear"}, 1, 10, 12, 0)
+    finally:
+        CATALOG.pop("toy_linear", None)
 
 
 def test_unknown_model_names_key_and_valid_names():
@@ -156,8 +195,8 @@ def test_zoo_forward(name, in_channels, image_size):
 
 @pytest.mark.parametrize("name", ["alexnet", "lenet"])
 def test_minimum_image_size(name):
-    lo = MIN_IMAGE_SIZE[name]
-    with pytest.raises(ValueError, match=f"image_size >= {lo}"):
+    lo = CATALOG[name].min_image_size
+    with pytest.raises(ValueError, match=f"needs images of at least {lo}x{lo} pixels"):
         build(name, image_size=lo - 1)
     # The minimum itself builds (meta-device shape check inside build_model).
     build(name, image_size=lo)

@@ -4,7 +4,7 @@ import pytest
 
 from lotto import names
 from lotto.datasets import CATALOG
-from lotto.models import MODELS
+from lotto.architectures import CATALOG as MODELS
 from lotto.pruning import METHODS
 from lotto.zoo.iterative import HANDLINGS
 from lotto.families import FAMILIES

@@ -4,6 +4,7 @@ masks and training metrics carry them, and that masks stay byte-identical across
 import csv
 import importlib.metadata
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import lotto
-from lotto import provenance as P
+from lotto import provenance as P, provenance_table as T
 from lotto.masks import Mask
 
 GIT = shutil.which("git")
@@ -67,7 +68,8 @@ def test_recording_provenance_and_reading_it_back_never_import_torch(tmp_path):
     save_file({"w": np.zeros(3, np.float32)}, str(ckpt), metadata={"lotto": json.dumps(meta)})
     code = (
         "import sys\n"
-        "from lotto.provenance import provenance, read_record\n"
+        "from lotto.provenance import provenance\n"
+        "from lotto.provenance_table import read_record\n"
         "from lotto.masks import Mask\n"
         "import numpy as np\n"
         "provenance()\n"
@@ -109,12 +111,47 @@ def test_git_state_is_none_outside_a_checkout_or_without_git(repo, tmp_path):
     assert P.git_state(empty) is None  # no commit yet
 
 
-def test_git_runs_once_per_process():
-    P._cached_git_state.cache_clear()
-    for _ in range(3):
-        P.provenance()
-    info = P._cached_git_state.cache_info()
-    assert (info.misses, info.hits) == (1, 2)
+def test_provenance_is_stamped_once_per_process():
+    """git and the versions are read once, at the stamp: a later record is the stamp, even once git is gone."""
+    code = (
+        "import os\n"
+        "from lotto import provenance as P\n"
+        "first = P.stamp()\n"
+        "os.environ['PATH'] = ''  # no git from here on\n"
+        "assert P.git_state() is None\n"
+        "assert P.provenance() == first, (P.provenance(), first)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_lotto_module_changed_after_the_stamp_is_refused_at_its_import(tmp_path):
+    """An edit (or commit, checkout) during a run: a module imported after it would run under a record that names
+    other code, so its import fails naming the file; modules already loaded, and files merely touched, are fine."""
+    shutil.copytree(P.PACKAGE, tmp_path / "lotto", ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        "import os, sys\n"
+        "from lotto import provenance as P\n"
+        "first = P.stamp()\n"
+        "root = P.PACKAGE\n"
+        "assert str(root).startswith(sys.argv[1]), root\n"
+        "(root / 'datasets.py').write_text((root / 'datasets.py').read_text() + '\\nEDITED = True\\n')\n"
+        "os.utime(root / 'seeds.py', ns=(1, 1))  # touched, same bytes\n"
+        "assert P.changed_files() == ['datasets.py'], P.changed_files()\n"
+        "import lotto.seeds\n"
+        "try:\n"
+        "    import lotto.datasets\n"
+        "except P.SourceChanged as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    sys.exit('a changed module was imported')\n"
+        "assert P.provenance() == first\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "lotto/datasets.py changed after this process stamped its provenance" in proc.stdout
+    assert "rerun it" in proc.stdout
 
 
 def test_masks_of_one_run_are_byte_identical_and_carry_provenance(tmp_path):
@@ -127,12 +164,12 @@ def test_masks_of_one_run_are_byte_identical_and_carry_provenance(tmp_path):
     # a mask saved again records who saved it, not who saved its parent
     old = Mask.from_bools(layers, meta={"provenance": {"lotto": "0.0.1"}})
     old.save(tmp_path / "3.mask")
-    assert P.read_record(tmp_path / "3.mask") == P.provenance()
+    assert T.read_record(tmp_path / "3.mask") == P.provenance()
 
 
 def test_training_writes_provenance_into_checkpoint_and_metrics(tmp_path):
     from lotto import config, io, runner
-    from lotto.data import stage
+    from lotto.staging import stage
 
     cfg = config.validate({"model": {"name": "lenet"}, "training": {"batch_size": 32, "epochs": 1, "augment": False,
                                                                     "log_every": 100}}, partial=True)
@@ -145,7 +182,7 @@ def test_training_writes_provenance_into_checkpoint_and_metrics(tmp_path):
     assert io.read_json(tmp_path / "m.json")["provenance"] == P.provenance()
     for ckpt in ("init", "t"):
         assert io.load_checkpoint(tmp_path / f"{ckpt}.safetensors")[1]["provenance"] == P.provenance()
-        assert P.read_record(tmp_path / f"{ckpt}.safetensors") == P.provenance()
+        assert T.read_record(tmp_path / f"{ckpt}.safetensors") == P.provenance()
 
 
 def test_table_has_one_row_per_distinct_record(tmp_path):
@@ -158,7 +195,7 @@ def test_table_has_one_row_per_distinct_record(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"test_accuracy": 0.5}))
     files = [tmp_path / n for n in ("0.mask", "m.json", "1.mask", "old.json", "2.mask")]
     out = tmp_path / "t" / "provenance.csv"
-    P.write_table(P.collect(files), out)
+    T.write_table(T.collect(files), out)
     rows = list(csv.DictReader(out.open()))
     assert [r["files"] for r in rows] == ["3", "1", "1"]
     assert rows[0]["git_commit"] == (P.provenance()["git_commit"] or "") and rows[0]["mask"] == "3"
@@ -167,7 +204,7 @@ def test_table_has_one_row_per_distinct_record(tmp_path):
     unrecorded = next(r for r in rows if r["lotto"] == "(not recorded)")
     assert unrecorded["metrics"] == "1" and unrecorded["python"] == ""
     with pytest.raises(lotto.io.ArtifactError, match="x.txt"):
-        P.read_record(tmp_path / "x.txt")
+        T.read_record(tmp_path / "x.txt")
 
 
 def test_lotto_provenance_reads_a_results_folder(tmp_path):

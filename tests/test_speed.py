@@ -21,7 +21,8 @@ from scipy import stats
 
 from lotto import masks as M
 from lotto import train as lt
-from lotto.data import DeviceData, random_crop_flip, stage
+from lotto.data import DeviceData, random_crop_flip
+from lotto.staging import stage
 from lotto.models import build_model, prunable_names
 from lotto.pruning import global_magnitude
 

@@ -1,6 +1,7 @@
 """The trainer on real MNIST digits: pruned weights stay exactly zero, and runs are reproducible."""
 
 import json
+import math
 import re
 
 import pandas as pd
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from lotto import curves, models, pruning, train
-from lotto.data import DeviceData, stage
+from lotto.data import DeviceData
+from lotto.staging import stage
 from lotto.masks import Mask
 
 TRAIN_CFG = dict(
@@ -219,7 +221,8 @@ def test_training_imports_neither_dynamo_nor_torchvision(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from lotto import models, train
-        from lotto.data import DeviceData, stage
+        from lotto.data import DeviceData
+        from lotto.staging import stage
         stage({{"dataset": "mnist_embedded", "source": "embedded", "train_size": 128, "test_size": 64}},
               {str(tmp_path / "d.npz")!r})
         d = DeviceData.load({str(tmp_path / "d.npz")!r}, "cpu", augment=True)
@@ -233,3 +236,145 @@ def test_training_imports_neither_dynamo_nor_torchvision(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------- the parts train() calls, one by one
+def test_stepper_trains_at_the_given_rate_and_holds_pruned_weights_at_zero(data):
+    """One step: the learning rate it is given, pruned weights exactly zero after it (their gradients masked
+    too, so momentum never moves them later), and its state continues a copy bit for bit."""
+    torch.set_num_threads(1)
+    sched = train.Schedule.from_config(TRAIN_CFG, data.num_train)
+    model = fresh(data)
+    mask = pruning.global_magnitude(weights(model), 0.7)
+    stepper = train.Stepper(model, sched, 0, mask)
+    keep = mask.to_torch("cpu")
+    assert all(torch.count_nonzero(w[~keep[n]]) == 0 for n, w in weights(model).items())  # masked on set-up
+    before = weights(model)
+    for step in range(3):
+        x, y = data.train_batch(step, sched.batch_size, 11, 12)
+        loss, out = stepper.step(x, y, 0.125)
+        assert out.shape == (len(y), 10) and loss.ndim == 0
+    assert stepper.optimizer.param_groups[0]["lr"] == 0.125
+    after = weights(model)
+    for name, w in after.items():
+        assert torch.count_nonzero(w[~keep[name]]) == 0, name
+        assert not torch.equal(w[keep[name]], before[name][keep[name]]), name
+    twin = train.Stepper(fresh(data, seed=3), sched, 0, mask)
+    twin.load_state(stepper.state())
+    for step in range(3, 5):
+        x, y = data.train_batch(step, sched.batch_size, 11, 12)
+        stepper.step(x, y, 0.05)
+        twin.step(x, y, 0.05)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), twin.model.state_dict().values()))
+
+
+def _logits(correct: int, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of n labels 0 whose logits classify the first ``correct`` of them right."""
+    out = torch.zeros(n, 10)
+    out[:correct, 0] = 1.0
+    out[correct:, 1] = 1.0
+    return out, torch.zeros(n, dtype=torch.long)
+
+
+def test_progress_logs_a_row_per_interval_and_its_state_resumes_a_cut_interval():
+    sched = train.Schedule.from_config({**TRAIN_CFG, "batch_size": 4, "warmup_steps": 0, "milestones": []}, 20)
+    batches = [(float(i), *_logits(i % 5)) for i in range(1, 8)]  # loss i, i % 5 of 4 right at step i
+
+    def run_steps(progress, steps):
+        return [progress.add(i, loss, out, y) for i, (loss, out, y) in zip(steps, [batches[i - 1] for i in steps])]
+
+    lines = []
+    whole = train.Progress(sched, 0, 7, lines.append, 3)
+    rows = run_steps(whole, range(1, 8))
+    assert [r is not None for r in rows] == [False, False, True, False, False, True, True]
+    curve = whole.summary()["curve"]
+    assert [r["step"] for r in curve] == [3, 6, 7]
+    assert curve[0]["loss"] == (1 + 2 + 3) / 3 and curve[0]["accuracy"] == (1 + 2 + 3) / 12
+    assert curve[1]["loss"] == (4 + 5 + 6) / 3 and curve[1]["accuracy"] == (4 + 0 + 1) / 12
+    assert curve[2]["loss"] == 7 and curve[2]["epoch"] == 7 / 5 and curve[2]["lr"] == 0.05
+    assert [ln.split()[1] for ln in lines] == ["3/7", "6/7", "7/7"] and lines[-1].endswith("eta 0s")
+    summary = whole.summary()
+    assert summary["last_epoch_train_loss_mean"] == 5.0  # steps 3..7: the last epoch of 5 steps
+    assert summary["last_epoch_train_loss_std"] == pytest.approx(math.sqrt(2.5))
+    # cut at step 4 (inside the interval 4..6), its state through JSON as a resume state carries it
+    first = train.Progress(sched, 0, 7, lambda m: None, 3)
+    run_steps(first, range(1, 5))
+    second = train.Progress(sched, 0, 7, lambda m: None, 3)
+    second.load_state(json.loads(json.dumps(first.state())))
+    second.begin(4)
+    run_steps(second, range(5, 8))
+    assert [{k: r[k] for k in NON_TIMING} for r in second.summary()["curve"]] == \
+        [{k: r[k] for k in NON_TIMING} for r in curve]
+    assert second.summary()["last_epoch_train_loss_mean"] == 5.0
+
+
+def test_divergence_stops_at_a_non_finite_loss_and_warns_once_about_weights(data):
+    lines = []
+    watch = train.Divergence(lines.append)
+    assert watch.check_loss(0.5, 3) == 0.5
+    for bad in (math.nan, math.inf):
+        with pytest.raises(FloatingPointError, match=f"training loss became {bad} at step 9"):
+            watch.check_loss(bad, 9)
+    model = fresh(data)
+    watch.check_weights(model, 4, 0.5)
+    assert lines == []
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = 1e7
+    watch.check_weights(model, 5, 0.5)
+    watch.check_weights(model, 6, 0.5)
+    assert len(lines) == 1 and "the largest weight magnitude is 1e+07 at step 5" in lines[0]
+
+
+def test_resume_saves_on_schedule_and_at_sigterm_and_restores_only_its_own_run(data, tmp_path):
+    torch.set_num_threads(1)
+    sched = train.Schedule.from_config(TRAIN_CFG, data.num_train)
+    path = tmp_path / "state" / "r.pt"
+    lines = []
+    stepper, progress = train.Stepper(fresh(data), sched, 0), train.Progress(sched, 0, 10, lambda m: None, 100)
+    resume = train.Resume(path, 4, "run-a", lines.append)
+    for step in range(1, 4):
+        resume.after_step(step, 10, False, stepper, progress)
+    assert not path.exists()
+    resume.after_step(4, 10, False, stepper, progress)
+    assert path.is_file() and lines == [f"resume state at step 4 -> {path}"]
+    # the state of another run is left alone, a temporary of a killed save is cleaned up
+    stale = path.parent / f".{path.name}.x1y2.tmp.pt"
+    stale.write_bytes(b"half a state")
+    other = train.Resume(path, 4, "run-b", lines.append)
+    assert other.restore(train.Stepper(fresh(data), sched, 0), progress, 0, 10) == 0
+    assert "belongs to a different run" in lines[-1] and not stale.exists()
+    assert resume.restore(train.Stepper(fresh(data), sched, 0), progress, 4, 10) == 4  # step 4 is not inside (4, 10)
+    assert "is not inside this run" in lines[-1]
+    twin = train.Stepper(fresh(data, seed=5), sched, 0)
+    assert resume.restore(twin, train.Progress(sched, 0, 10, lambda m: None, 100), 0, 10) == 4
+    assert lines[-1] == f"resumed from step 4 ({path})"
+    assert all(torch.equal(a, b) for a, b in zip(stepper.model.state_dict().values(),
+                                                  twin.model.state_dict().values()))
+    # SIGTERM at step 5: this step is saved, then Interrupted
+    with pytest.raises(train.Interrupted, match="stopped by SIGTERM at step 5"):
+        resume.after_step(5, 10, True, stepper, progress)
+    assert torch.load(path, weights_only=True)["step"] == 5
+    # no path: nothing saved, SIGTERM left alone
+    assert not train.Resume(None, 4, "", lines.append).active
+
+
+def test_sigterm_flag_records_sigterm_in_the_main_thread_only():
+    import os
+    import signal
+    import threading
+    import time
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with train.SigtermFlag(True) as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not flag.received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flag.received
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is the run's only
+    assert not train.SigtermFlag(False).active
+    found = []
+    worker = threading.Thread(target=lambda: found.append(train.SigtermFlag(True).active))
+    worker.start()
+    worker.join()
+    assert found == [False]  # handlers can only be set from the main thread

@@ -192,8 +192,14 @@ def register(add, common) -> None:
     sp.add_argument("--previous-mask", default=None, help="previous round's mask (none in round 1)")
     sp.add_argument("--rewind", default=None, help="rewind-point checkpoint (handling rewind_t)")
     sp.add_argument("--task", required=True, help="task name (selects the SGD-noise stream)")
-    sp.add_argument("--method", required=True, help="pruning method (lotto/methods.py)")
-    sp.add_argument("--handling", required=True, help="rewind_init, rewind_t, finetune or reinit_sign")
+    # the names come from the registries themselves (both torch-free at import), so the help cannot go stale
+    from lotto.pruning import METHODS
+    from lotto.zoo.iterative import HANDLINGS
+
+    sp.add_argument("--method", required=True,
+                    help=f"pruning method: {', '.join(METHODS)} (the registry in lotto/pruning.py)")
+    sp.add_argument("--handling", required=True,
+                    help=f"what the survivors start from: {', '.join(HANDLINGS)} (lotto/zoo/iterative.py)")
     sp.add_argument("--iteration", type=int, required=True, help="round number n >= 1")
     sp.add_argument("--replicate", type=int, required=True, help="replicate seed")
     sp.add_argument("--rate", type=float, required=True, help="fraction of the remaining weights to prune (zoo.rate)")

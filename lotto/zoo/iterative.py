@@ -17,27 +17,43 @@ initial values for ``rewind_init``/``reinit_sign``, the rewind point's for ``rew
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Callable
 
 from lotto.masks import Mask
 
-#: name -> rule(prunable, init, rewind, previous, finetune_start) -> (state, step); each input is (state, step)
-HANDLINGS: dict = {}
+# torch is imported inside the functions that need it: the registry below is the catalog the config schema's
+# handling lists are filled from (lotto.config, at the Snakefile's parse time, which must not import torch).
+
+
+@dataclass(frozen=True)
+class Handling:
+    name: str
+    rule: Callable  # (prunable, init, rewind, previous, finetune_start) -> (state, step); each input (state, step)
+    description: str
+
+
+#: name -> Handling, in registration order (the config schema's zoo.handlings, zoo.transfer.handling and
+#: zoo.ensemble_handling)
+HANDLINGS: dict[str, Handling] = {}
 
 
 def register_handling(name: str):
-    """Decorator: add a way of handling the surviving weights to :data:`HANDLINGS` (the schema's list)."""
+    """Decorator: add a way of handling the surviving weights to :data:`HANDLINGS` (its docstring is its
+    description); the config accepts the name at once."""
 
     def deco(fn):
         if name in HANDLINGS:
             raise ValueError(f"handling {name!r} is registered twice")
-        HANDLINGS[name] = fn
+        HANDLINGS[name] = Handling(name, fn, " ".join((fn.__doc__ or "").split()))
         return fn
 
     return deco
 
 
 def sign_reinit(init_state: dict, prunable: list[str]) -> dict:
+    import torch
+
     out = dict(init_state)
     for name in prunable:
         w = init_state[name]
@@ -48,11 +64,13 @@ def sign_reinit(init_state: dict, prunable: list[str]) -> dict:
 
 @register_handling("rewind_init")
 def _rewind_init(prunable, init, rewind, previous, finetune_start):
+    """back to their values at initialisation; training restarts at step 0."""
     return dict(init[0]), 0
 
 
 @register_handling("rewind_t")
 def _rewind_t(prunable, init, rewind, previous, finetune_start):
+    """back to their values at the rewind point t; training restarts at step t."""
     if rewind is None:
         raise ValueError("handling 'rewind_t' needs the rewind point's checkpoint")
     return dict(rewind[0]), int(rewind[1])
@@ -60,6 +78,7 @@ def _rewind_t(prunable, init, rewind, previous, finetune_start):
 
 @register_handling("finetune")
 def _finetune(prunable, init, rewind, previous, finetune_start):
+    """they keep their trained values; training continues from step zoo.finetune_start of the schedule."""
     if previous is None:
         raise ValueError("handling 'finetune' needs the previous round's trained checkpoint")
     return dict(previous[0]), int(finetune_start)
@@ -67,6 +86,7 @@ def _finetune(prunable, init, rewind, previous, finetune_start):
 
 @register_handling("reinit_sign")
 def _reinit_sign(prunable, init, rewind, previous, finetune_start):
+    """sigma_layer * sign(w_init): the initial signs at the layer's initial standard deviation; step 0."""
     return sign_reinit(init[0], prunable), 0
 
 
@@ -75,7 +95,7 @@ def start_point(handling: str, prunable: list[str], init: tuple[dict, int], rewi
     """(state dict, schedule step) a pruning round's training starts from. Each argument is (state, step)."""
     if handling not in HANDLINGS:
         raise ValueError(f"unknown handling {handling!r}; known: {', '.join(HANDLINGS)}")
-    return HANDLINGS[handling](prunable, init, rewind, previous, finetune_start)
+    return HANDLINGS[handling].rule(prunable, init, rewind, previous, finetune_start)
 
 
 def layer_stats(init_state: dict, trained_state: dict, mask: Mask) -> list[dict]:
