@@ -376,8 +376,8 @@ def print_at_exit(table: str | Path, workflow, run: dict, names: set[str]) -> No
     import sys
 
     try:
-        if workflow.dryrun or workflow.touch:
-            return
+        if workflow.dag_settings is None or workflow.dag is None or workflow.dryrun or workflow.touch:
+            return  # no run: a lint, a listing, a report
         targets = set(workflow.dag_settings.targets)
         if targets and not targets & names:
             return

@@ -5,6 +5,7 @@ torch, and the registries are what the schema and the CLI offer."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -291,4 +292,14 @@ def test_snakemake_lint_is_clean(config):
     proc = subprocess.run([str(snakemake), "--lint", "--configfile", config], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
+    assert proc.returncode in (0, 1) and "Traceback" not in out and "lotto:" not in out, out[-3000:]
+    # One lint is the design's: a family's rule file holds its rules and the functions that wire them (issue 19:
+    # a family is a package, a rule file and one line), where Snakemake's style guide would move the functions to
+    # a shared common.smk. Only that lint, only in a family's own rule file; any other is a failure.
+    blocks = re.split(r"\n(?=Lints for )", out)
+    families = {f"workflow/rules/{name}.smk" for name in FAMILIES}
+    others = [b for b in blocks if b.startswith("Lints for ") and not (
+        any(b.split("\n", 1)[0].rstrip(":").endswith(f) for f in families)
+        and set(re.findall(r"\* (.+?):\n", b)) == {"Mixed rules and functions in same snakefile."})]
+    assert not others, "\n".join(others)[-3000:]
+    assert proc.returncode == 0 or "Lints for" in out, out[-3000:]  # a failure that is not a lint

@@ -1,4 +1,4 @@
-# Helpers every rule file uses (no torch here): the results folder, config arguments, training and light-job
+# Helpers for every family's rules (no torch here). The results folder, config arguments, training and light-job
 # resources and bundles, training curves, figure files, the claims tables, the report. What one experiment family
 # needs lives in its own rule file (workflow/rules/<family>.smk); the stages every family shares (data, theta_0,
 # pretraining to a rewind point) in data.smk and core.smk; the figure, training-curve and claims rules of every
@@ -21,6 +21,8 @@ LOTTO_ENV = "../../envs/lotto.yaml"
 # Each experiment family's rule file appends the files a full run of it produces (rule all's input).
 TARGETS = []
 DATA = f"{ROOT}/data/{config['data']['dataset']}.npz"
+# the trunk every family shares (core.smk): theta_0 of a replicate, and its rewind points
+PRE_DIR = f"{ROOT}/rep{{rep}}/pre{{pre}}"
 
 # what every figure's title names (the run's model, dataset; a family's own data sets) and its size on the
 # page (config section figures; lotto/figures.py)
@@ -97,9 +99,9 @@ if TPG > 1 and "gpu" in workflow.global_resources:
 def _bundle(pattern, components):
     """A group directive that names each job's group by ``pattern`` (formatted with its wildcards) and has
     Snakemake's group-components join up to ``components`` unconnected jobs of that group into one cluster job.
-    Set when the DAG is built, from the rule files: the Slurm profile cannot say it, as it does not know the
-    families' groups (this sets Snakemake's own group_settings, which it offers no directive for;
-    tests/test_devices.py and tests/slurm pin it for the version in constraints.txt)."""
+    Set when the DAG is built, from the rule files (the Slurm profile cannot say it, as it does not know the
+    families' groups); this sets Snakemake's own group_settings, which it offers no directive for
+    (tests/test_devices.py and tests/slurm pin it for the version in constraints.txt)."""
 
     def group(wildcards):
         gid = pattern.format(**dict(wildcards.items()))
@@ -176,6 +178,14 @@ resource_scopes:
     light_slots="local",
 
 
+def init_path(rep):
+    return f"{ROOT}/rep{rep}/init.safetensors"
+
+
+def rewind_path(rep, pre):
+    return f"{ROOT}/rep{rep}/pre{pre}/rewind.safetensors"
+
+
 def figure_files(name):
     """A figure's files: results/<experiment>/figures/<name>.{png,pdf,csv} (the CSV is what it plots)."""
     return [f"{ROOT}/figures/{name}{ext}" for ext in (".png", ".pdf", ".csv")]
@@ -193,7 +203,7 @@ def register_outputs(family, *, figures, figure_inputs, figure_command, curves=N
     ``figure_command(name)``: its `lotto` subcommand and arguments before --context/--out-prefix (e.g.
     "figure fig1a --xscale linear"); ``curves``: (figure name, title, groups()) of its training curves, drawn
     by `lotto training-curves` from the groups' curve files; ``claim_inputs()``: what its claims read;
-    ``own_rules``: figures with a rule of their own in the family's file; ``extra_targets``: files (tables)
+    ``own_rules``: figures the family's file makes itself; ``extra_targets``: files (tables)
     its aggregate figures rule (the spec's figures_target) builds too."""
     FAMILY_OUTPUTS[family] = dict(figures=list(figures), figure_inputs=figure_inputs, figure_command=figure_command,
                                   curves=curves, claim_inputs=claim_inputs, own_rules=set(own_rules),

@@ -1,19 +1,8 @@
 # The trunk every family shares: theta_0 of a replicate, and shared pretraining from it to a rewind point t
 # (results/<experiment>/rep<r>/init.safetensors, rep<r>/pre<t>/rewind.safetensors). Data staging: data.smk.
 # Resumable state lives under RESUME, outside the declared outputs (which Snakemake deletes before a job).
-# A training rule's `group: training_group(...)` bundles its jobs N to a GPU on a cluster when
+# A training's `group: training_group(...)` bundles its jobs N to a GPU on a cluster when
 # resources.trainings_per_gpu = N > 1 (common.smk); with N = 1 a training is a Slurm job of its own.
-
-PRE_DIR = f"{ROOT}/rep{{rep}}/pre{{pre}}"
-
-
-def init_path(rep):
-    return f"{ROOT}/rep{rep}/init.safetensors"
-
-
-def rewind_path(rep, pre):
-    return f"{ROOT}/rep{rep}/pre{pre}/rewind.safetensors"
-
 
 # theta_0 of a replicate: seconds of CPU, on the submitting host (like stage_data), so that on a cluster the
 # first trainings wait for no queue behind it and a replicate costs no submission of its own
