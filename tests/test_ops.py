@@ -178,7 +178,12 @@ def test_compose_records_raw_and_final_sparsity(sibling_files):
         assert rec["raw_sparsity"] == pytest.approx(1 - rec["raw_kept"] / D)
         if more is not None:
             assert (rec["raw_kept"] > target) == more
-        assert rec["overlap"] > rec["chance"] == 0.25
+        # chance for random masks with the siblings' per-layer pruned counts (global pruning's layers differ from
+        # s = 0.5 each, so it sits above s^(k-1) = 0.25)
+        from lotto.masks import Mask, chance_overlap_exact
+
+        assert rec["chance_uniform"] == 0.25 and rec["overlap"] > rec["chance"] > 0.25
+        assert rec["chance"] == pytest.approx(chance_overlap_exact([Mask.load(m) for m in masks], 0.5))
 
 
 def test_compose_mean_magnitude_of_one_sibling_thrice_is_its_one_shot_mask(sibling_files):
