@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import ROOT, cifar10_dir, make_workdir, snakemake
+from workflow_helpers import cifar10_dir, make_workdir, snakemake
 
 CIFAR = cifar10_dir()
 

@@ -7,7 +7,6 @@ nothing under results/).
 
 from __future__ import annotations
 
-import copy
 import math
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """The whole composability DAG, for real: Snakemake runs every rule of the tiny config on real MNIST."""
 
 import hashlib
-import os
 import time
 
 import pandas as pd

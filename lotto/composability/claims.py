@@ -21,7 +21,6 @@ Import-light: the Snakefile reads :func:`random_ticket_point` at parse time (num
 
 from __future__ import annotations
 
-import math
 import re
 from functools import lru_cache
 from itertools import combinations
