@@ -34,7 +34,9 @@ def test_every_figure_and_csv(finished_run):
     fig1a = pd.read_csv(figs / "fig1a.csv")
     assert set(fig1a["k"]) == {2} and set(fig1a["pretrain_steps"]) == {0, 4}
     assert {"overlap", "chance", "target_sparsity"} <= set(fig1a.columns)
-    assert (fig1a["chance"] == fig1a["target_sparsity"]).all()
+    # the exact chance of random masks with the siblings' per-layer pruned counts: at least s (Cauchy-Schwarz;
+    # equal when every layer is pruned to s), the figure's reference line s^(k-1) is the paper's
+    assert (fig1a["chance"] >= fig1a["target_sparsity"] - 1e-12).all()
     # independently trained siblings agree on what to prune far beyond chance
     assert (fig1a["overlap"] > fig1a["chance"]).all()
     fig1b = pd.read_csv(figs / "fig1b.csv")
