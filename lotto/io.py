@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -143,7 +144,7 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
     Refuses non-finite tensors and values beyond :data:`VALUE_BOUND` (FloatingPointError naming the tensor):
     a diverged network is never an artifact, and no lotto job writes what its readers would refuse.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from lotto.provenance import provenance
 
@@ -165,9 +166,28 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> None:
             "no trained network of lotto's catalog reaches, the training diverged; lower training.lr and rerun"
         )
     digests = {k: tensor_digest(v) for k, v in tensors.items()}
+    blob = save(tensors, metadata={"lotto": json.dumps(meta, sort_keys=True),
+                                   DIGESTS_KEY: json.dumps(digests, sort_keys=True)})
     with atomic_write(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"lotto": json.dumps(meta, sort_keys=True),
-                                               DIGESTS_KEY: json.dumps(digests, sort_keys=True)})
+        tmp.write_bytes(canonical_safetensors(blob))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` (a serialised safetensors file) with its header's metadata in sorted key order.
+
+    safetensors keeps the metadata in a Rust HashMap, whose order is random per process: with two or more keys,
+    two runs of one job wrote the same tensors and metadata in different bytes (the Slurm test caught it), and a
+    checkpoint's sha256 is how a user (and lotto's tests) check that a rerun reproduced a file. The header is JSON
+    padded with spaces to 8 bytes (the format's alignment); the tensors' offsets are relative to the data after
+    it, so a rewritten header leaves them valid.
+    """
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
 def tensor_digest(t) -> dict:

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lotto.io import ArtifactError, atomic_write
+from lotto.io import ArtifactError, atomic_write, canonical_safetensors
 
 MAGIC = b"LOTTOMSK"
 VERSION = 2
@@ -204,7 +204,7 @@ def export_safetensors(mask: Mask, path: str | Path) -> None:
     checksum of the mask) and ``lotto`` (the mask's own metadata as JSON: how it was made, provenance).
     Written atomically; numpy only (no torch needed to export).
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     tensors = {name: np.ascontiguousarray(arr, dtype=np.bool_) for name, arr in mask.layers().items()}
     metadata = {"format": "lotto-mask", "kept": str(mask.kept()), "total": str(mask.total),
@@ -212,7 +212,7 @@ def export_safetensors(mask: Mask, path: str | Path) -> None:
     if mask.source:
         metadata["source"] = str(mask.source)
     with atomic_write(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))  # same mask, same bytes
 
 
 def _to_numpy(arr):

@@ -4,6 +4,7 @@ applies with torch.nn.utils.prune."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,17 @@ def test_exported_tensors_and_metadata_are_the_mask(ticket, tmp_path):
     assert meta["format"] == "lotto-mask" and int(meta["kept"]) == mask.kept() and int(meta["total"]) == mask.total
     assert meta["sha256"] == mask.checksum()
     assert json.loads(meta["lotto"])["method"] == "global magnitude"
+
+
+def test_an_exported_mask_is_the_same_bytes_from_every_process(ticket, tmp_path):
+    """Five metadata keys in a hash map of random order per process: the export sorts them, so exporting one
+    mask twice gives one file (its sha256 can be published beside the ticket)."""
+    path, _ = ticket
+    outs = [tmp_path / f"e{i}.safetensors" for i in range(4)]
+    for out in outs:
+        subprocess.run([str(Path(sys.executable).parent / "lotto"), "export-mask", str(path), "--out", str(out)],
+                       check=True, capture_output=True)
+    assert len({o.read_bytes() for o in outs}) == 1
 
 
 def test_a_damaged_mask_is_refused_naming_the_file(ticket, tmp_path, capsys):
