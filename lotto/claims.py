@@ -102,6 +102,7 @@ class Row:
     ci_low: float | None = None
     ci_high: float | None = None
     margin: float | None = None
+    cell_type: str = ""  # the deciding cell's kind where it is not the claim's (its margin is then ``margin``)
     confidence: float | None = None
     replicates: int | None = None
     test_examples: int | None = None
@@ -250,7 +251,12 @@ def settle(claim: Claim, cells: Sequence[Cell], settings: Settings, *, scope: st
     notes = list(dict.fromkeys(note for c in cells for note in c.estimate.notes))
     return claim.row(
         verdict, reason, estimate=est.value, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None,
-        margin=settings.margin, confidence=conf, replicates=est.replicates or None, test_examples=est.examples,
+        # the deciding cell's margin and, where it differs from the claim's, its kind: the adaptive claim's
+        # weakest cell may be its non-inferiority half (accuracy within epsilon), not its rounds saved
+        # (a cell of the claim's own kind keeps the claim's margin: zoo-methods-differ's cells are net of it)
+        margin=settings.margin if k == claim.kind else m, cell_type="" if k == claim.kind else k,
+        confidence=conf, replicates=est.replicates or None,
+        test_examples=est.examples,
         replicates_needed=needed, cells=n, cells_pass=counts[PASS], cells_fail=counts[FAIL],
         compared=f"{cell.label}: {cell.detail}" if cell.detail else cell.label, note="; ".join(notes))
 
@@ -311,10 +317,11 @@ def _effect_vs_margin(r: Row) -> str:
     ci = None if r.ci_low is None or r.ci_high is None else (r.ci_low, r.ci_high)
     eff = "" if r.estimate is None else effect_text(r.estimate, ci)
     net = "(margin subtracted)" in r.effect  # superiority over a reference value: zoo-methods-differ
+    kind = r.cell_type or r.type
     m = "" if r.margin is None else {
         SUPERIORITY: f"> 0 (net of margin {r.margin:g})" if net else f"> 0, >= {r.margin:g}",
         NONINFERIORITY: f"> -{r.margin:g}", EQUIVALENCE: f"within +-{r.margin:g}",
-        IFF: f"barrier vs eps {r.margin:.3g}"}[r.type]
+        IFF: f"barrier <= eps {r.margin:.3g}"}[kind]
     return f"{eff} vs {m}" if eff else m
 
 

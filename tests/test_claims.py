@@ -608,6 +608,9 @@ def test_adaptive_fewer_rounds(imp_pass, tmp_path):
     assert row.verdict == "FAIL" and "rounds saved" in row.compared
     row = _row(imp_eval(imp_world(tmp_path / "nm", adaptive_acc=lambda L: -0.2)), impc.ADAPTIVE_FEWER_ROUNDS)
     assert row.verdict == "FAIL" and "matching" in row.compared
+    # the deciding cell is the accuracy half: its own kind and margin (epsilon), not the rounds' margin of 1
+    assert row.cell_type == "non-inferiority" and 0 < row.margin < 0.1
+    assert core.format_table([row]).splitlines()[1].split(" vs ")[-1].startswith(f"> -{row.margin:g}")
     # exactly as good as dense: matching (the old rule, every replicate below dense mean + sd, passed only ~half)
     row = _row(imp_eval(imp_world(tmp_path / "eq", adaptive_acc=lambda L: 0.0)), impc.ADAPTIVE_FEWER_ROUNDS)
     assert row.verdict == "PASS"
