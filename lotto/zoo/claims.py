@@ -353,9 +353,10 @@ def _consensus_matches_bespoke(rec: _Records, settings: Settings) -> Row:
         rest = [c for i, c in enumerate(cells) if i not in beyond]
         if not rest or settle(claim, rest, settings, scope="every task").verdict != FAIL:
             rounds_needed = math.ceil(math.log(1 - max(beyond.values())) / math.log(1 - rec.rate) - 1e-9)
+            ci = None if row.ci_low is None or row.ci_high is None else (row.ci_low, row.ci_high)
             row = replace(row, verdict=INCONCLUSIVE, replicates_needed=None, reason=(
                 f"{' and '.join(cells[i].label for i in beyond)}: the consensus is sparser than every bespoke round "
-                f"and less accurate than the sparsest ({row.compared}: {effect_text(row.estimate, (row.ci_low, row.ci_high))}), "
+                f"and less accurate than the sparsest ({row.compared}: {effect_text(row.estimate, ci)}), "
                 f"which its extra sparsity alone may explain; zoo.iterations: {rounds_needed} takes the bespoke run "
                 "to the consensus's sparsity and decides it"))
     if sparser:
